@@ -1,0 +1,94 @@
+"""`ktls state`: create, inspect, export, import and reset the simulated kernel's state."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ktls_cli.env import Env
+from ktls_cli.render import emit
+
+pass_env = click.make_pass_decorator(Env)
+
+
+def _state_path(env: Env) -> str:
+    from ktls_core.store import default_path
+
+    return os.path.abspath(env.state_path or default_path())
+
+
+@click.group("state")
+def cli() -> None:
+    """Create, inspect, export and reset the simulated kernel's state."""
+
+
+@cli.command("path")
+@pass_env
+def path_cmd(env: Env) -> None:
+    """Print the path of the state database."""
+    path = _state_path(env)
+    emit(env, "state", {"path": path}, lambda: env.out(path))
+
+
+@cli.command("init")
+@click.option(
+    "--profile",
+    type=click.Choice(["seed", "current"]),
+    default="seed",
+    show_default=True,
+    help="FreeBSD era: seed (r351522, 2019) or current.",
+)
+@click.option("--topology", type=click.Path(dir_okay=False), help="Host topology YAML.")
+@click.option("--seed", type=click.IntRange(min=0), help="Make keys, nonces and IVs reproducible.")
+@click.option(
+    "--tunable",
+    "tunables",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A loader tunable (loader.conf), e.g. kern.ipc.tls.enable=1.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing state.")
+@pass_env
+def init_cmd(
+    env: Env,
+    profile: str,
+    topology: str | None,
+    seed: int | None,
+    tunables: tuple[str, ...],
+    force: bool,
+) -> None:
+    """Boot a fresh simulated kernel with PROFILE and TOPOLOGY."""
+    from ktls_core.state import init_state
+
+    path = _state_path(env)
+    result = init_state(
+        path, profile=profile, topology=topology, seed=seed, tunables=list(tunables), force=force
+    )
+    emit(env, "state", result, lambda: env.out(f"{path}: booted profile {profile}"))
+
+
+@cli.command("show")
+@pass_env
+def show_cmd(env: Env) -> None:
+    """Summarise the state: profile, modules, interfaces, connections."""
+    from ktls_core.state import summary
+
+    info = summary(env.kernel())
+
+    def text() -> None:
+        for key, value in info.items():
+            env.out(f"{key}: {value}")
+
+    emit(env, "state", info, text)
+
+
+@cli.command("reset")
+@pass_env
+def reset_cmd(env: Env) -> None:
+    """Delete the state; the next command boots the default profile afresh."""
+    from ktls_core.store import remove_state
+
+    path = _state_path(env)
+    remove_state(path)
+    emit(env, "state", {"path": path, "reset": True}, lambda: env.out(f"{path}: removed"))

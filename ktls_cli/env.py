@@ -1,0 +1,62 @@
+"""The command's environment: global options, streams, terminal, the kernel.
+
+Created once per invocation by the `ktls` group and passed to every command as
+`ctx.obj`. rich consoles and the kernel are made only when a command needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ktls_core.kernel import Kernel
+
+
+@dataclass
+class Env:
+    state_path: str | None = None
+    format: str = "text"  # text, json or yaml
+    pretty: bool = False  # --libxo json,pretty
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    _kernel: Kernel | None = None
+    _console: Any = None
+
+    @property
+    def machine(self) -> bool:
+        """True when the output is a document (json/yaml), not FreeBSD text."""
+        return self.format != "text"
+
+    def kernel(self) -> Kernel:
+        if self._kernel is None:
+            from ktls_core.kernel import Kernel
+
+            self._kernel = Kernel.open(self.state_path)
+        return self._kernel
+
+    @property
+    def stderr_is_tty(self) -> bool:
+        return bool(getattr(self.stderr, "isatty", lambda: False)())
+
+    @property
+    def color(self) -> bool:
+        return "NO_COLOR" not in os.environ and bool(getattr(self.stdout, "isatty", lambda: False)())
+
+    def err_console(self) -> Console:
+        """A rich console on stderr, for progress bars (people only)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stderr, no_color="NO_COLOR" in os.environ)
+        return self._console
+
+    def out(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+
+    def err(self, text: str) -> None:
+        self.stderr.write(text + "\n")

@@ -1,0 +1,132 @@
+"""`ktls`: the lazy top-level command group.
+
+Subcommand modules are imported only when a command is resolved, so
+`ktls sysctl -n kern.ipc.tls.enable` loads click, the sysctl command and the
+core modules it needs: never rich, cryptography or yaml.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from ktls_cli.env import Env
+
+# Command name -> "module:attribute". Help texts are kept here too so that
+# `ktls --help` can list every command without importing any of them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sysctl": ("ktls_cli.commands.sysctl:cli", "Get or set kernel state (sysctl(8))."),
+    "state": ("ktls_cli.commands.state:cli", "Create, inspect, export and reset the state."),
+}
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module_name, attr = entry[0].split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help straight from COMMANDS: `ktls --help` imports no subcommand.
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _libxo_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    words = [w for w in value.replace(":", ",").split(",") if w]
+    styles = {"json", "text"} & set(words)
+    unknown = set(words) - {"json", "text", "pretty", "warn", "flush", "flush-line"}
+    if unknown or len(styles) > 1:
+        raise click.BadParameter(f"unsupported libxo options '{value}' (use json[,pretty])")
+    return value
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["--help"]})
+@click.option(
+    "--state",
+    "state_path",
+    metavar="PATH",
+    help="State database (default: $KTLS_STATE, else $XDG_STATE_HOME/ktls/kernel.db).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "yaml"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--libxo", metavar="json[,pretty]", callback=_libxo_callback, help="libxo-style JSON output."
+)
+@click.pass_context
+def cli(ctx: click.Context, state_path: str | None, fmt: str, libxo: str | None) -> None:
+    """ktls: FreeBSD kernel TLS (KTLS) transmit offload, simulated.
+
+    A persistent simulated kernel (sysctls, interfaces, routes, connections and TLS
+    sessions) driven by FreeBSD-shaped tools. Exit status: 0 success, 1 failure,
+    2 usage error.
+    """
+    env = Env(state_path=state_path, format=fmt)
+    if libxo is not None:
+        words = libxo.replace(":", ",").split(",")
+        if "json" in words:
+            env.format = "json"
+        env.pretty = "pretty" in words
+    ctx.obj = env
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the group and map every failure to 0/1/2."""
+    from ktls_core.errors import StateError
+
+    try:
+        rv: Any = cli.main(args=argv, prog_name="ktls", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.stderr.write("Aborted!\n")
+        return EXIT_FAILURE
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_FAILURE
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except StateError as exc:
+        sys.stderr.write(f"ktls: {exc}\n")
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # `ktls ... | head`: the reader left; say nothing, as FreeBSD tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
+    except Exception as exc:  # never a traceback for a user; KTLS_DEBUG=1 shows it
+        if os.environ.get("KTLS_DEBUG"):
+            raise
+        sys.stderr.write(f"ktls: internal error: {type(exc).__name__}: {exc}\n")
+        return EXIT_FAILURE
+    return int(rv or 0)
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,222 @@
+"""The persistent state of the simulated kernel: one SQLite database.
+
+Every command is one transaction (BEGIN IMMEDIATE for commands that change
+anything), so concurrent shell scripts serialise on the database and never lose
+an update. The file is created 0600 in a 0700 directory; a file that is not ours,
+is newer than this code, or is damaged raises StateError naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ktls_core.errors import StateError
+
+# PRAGMA application_id: "kTLS" tells our databases from other applications' SQLite files.
+APPLICATION_ID = 0x6B544C53
+BUSY_TIMEOUT_MS = 60_000
+
+# Migrations: MIGRATIONS[n] brings a database from schema version n to n + 1.
+# A migration is a list of statements; never edit one that has shipped, append a new one.
+MIGRATIONS: list[list[str]] = [
+    [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # Stored values of writable and tunable sysctls (defaults live in the profile).
+        "CREATE TABLE sysctl (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        # counter(9) values and gauges; u64 kept as signed 64-bit (see to_db/from_db).
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        # Small JSON documents: the network ('net'), loaded modules ('kld'), ...
+        "CREATE TABLE docs (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # The kernel message buffer, a bounded ring (see kernel.DMESG_LINES).
+        "CREATE TABLE dmesg (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Table order for export/import, and the columns that hold secrets (exported only
+# with --include-keys). Modules that add tables in a migration register them here.
+EXPORT_TABLES: list[str] = ["meta", "sysctl", "counters", "docs", "dmesg"]
+SECRET_COLUMNS: dict[str, frozenset[str]] = {}
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def to_db(value: int) -> int:
+    """A u64 as SQLite's signed 64-bit integer (two's complement)."""
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def from_db(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+def default_path(environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    if env.get("KTLS_STATE"):
+        return env["KTLS_STATE"]
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "ktls", "kernel.db")
+
+
+def _check_existing(path: str) -> None:
+    """Refuse, before SQLite touches it, a file that cannot be our state."""
+    try:
+        st = os.stat(path)
+    except PermissionError as exc:
+        raise StateError(path, f"cannot read state file: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StateError(path, "not a regular file")
+    if st.st_mode & 0o077:
+        raise StateError(
+            path,
+            f"permissions {stat.S_IMODE(st.st_mode):04o} let others read or write the state "
+            "(it holds session keys); chmod 600 it",
+        )
+    if st.st_size == 0:
+        raise StateError(path, "state file is empty (zero length)")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+    except OSError as exc:
+        raise StateError(path, f"cannot read state file: {exc.strerror}") from None
+    if not head.startswith(_SQLITE_MAGIC):
+        raise StateError(path, "not a ktls state file (not an SQLite database)")
+    if len(head) < 100:
+        raise StateError(path, "state file is truncated")
+    app_id = int.from_bytes(head[68:72], "big")
+    if app_id != APPLICATION_ID:
+        raise StateError(path, "not a ktls state file (another application's SQLite database)")
+    version = int.from_bytes(head[60:64], "big")
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            path, f"state schema {version} is newer than this ktls understands ({SCHEMA_VERSION})"
+        )
+
+
+class Store:
+    """An open state database. `exists` is False when open() had to create it."""
+
+    def __init__(self, path: str, conn: sqlite3.Connection, created: bool) -> None:
+        self.path = path
+        self.conn = conn
+        self.created = created
+
+    @classmethod
+    def open(cls, path: str, *, create: bool = True) -> Store:
+        path = os.path.abspath(path)
+        created = False
+        if os.path.lexists(path):
+            _check_existing(path)
+        elif not create:
+            raise StateError(path, "no state file")
+        else:
+            _make_private_dir(os.path.dirname(path))
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process created it first: use theirs
+                return cls.open(path, create=False)
+            except OSError as exc:
+                raise StateError(path, f"cannot create state file: {exc.strerror}") from None
+            os.close(fd)
+            created = True
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            store = cls(path, conn, created)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise _state_error(path, exc) from None
+        return store
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return
+        if version == 0:
+            # WAL lets readers go on while one command writes; the mode persists in the file.
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        with self.write() as conn:
+            # Re-read under the write lock: a concurrent process may have migrated already.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: applies whole or not at all."""
+        self._begin("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            self.conn.execute("ROLLBACK")
+            raise _state_error(self.path, exc) from None
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read-only snapshot."""
+        self._begin("BEGIN")
+        try:
+            yield self.conn
+        finally:
+            self.conn.execute("ROLLBACK")
+
+    def _begin(self, statement: str) -> None:
+        # busy_timeout covers lock waits; this loop covers the rare SQLITE_BUSY that
+        # WAL returns at once (e.g. while another process checkpoints).
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self.conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise _state_error(self.path, exc) from None
+                if time.monotonic() > deadline:
+                    raise StateError(self.path, "state is busy (another ktls holds it)") from None
+                time.sleep(0.005)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _make_private_dir(directory: str) -> None:
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StateError(directory, f"cannot create state directory: {exc.strerror}") from None
+
+
+def _state_error(path: str, exc: sqlite3.Error) -> StateError:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return StateError(path, "state file is read-only")
+    if "disk is full" in text or "full" in text:
+        return StateError(path, "no space left on device")
+    if "unable to open" in text:
+        return StateError(path, "cannot open state file")
+    if "locked" in text or "busy" in text:
+        return StateError(path, "state is busy (another ktls holds it)")
+    return StateError(path, f"state file is corrupt ({text})")
+
+
+def remove_state(path: str) -> None:
+    """Delete the database and its WAL companions (state reset)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
