@@ -35,6 +35,30 @@ MIGRATIONS: list[list[str]] = [
         # The kernel message buffer, a bounded ring (see kernel.DMESG_LINES).
         "CREATE TABLE dmesg (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL)",
     ],
+    [
+        # TCP connections (ktls_core/net/tcp.py). AUTOINCREMENT: an id is never reused,
+        # so a session, a worker pin or a live sender never meets a new connection
+        # under an old id. u32 TCP sequence values; owner names a live process
+        # (`ktls serve`) that registered the connection, NULL for `ktls connect`.
+        "CREATE TABLE conns (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " family INTEGER NOT NULL, laddr TEXT NOT NULL, lport INTEGER NOT NULL,"
+        " faddr TEXT NOT NULL, fport INTEGER NOT NULL, state TEXT NOT NULL,"
+        " iss INTEGER NOT NULL, snd_nxt INTEGER NOT NULL, irs INTEGER NOT NULL,"
+        " flowid INTEGER NOT NULL, owner TEXT, tx_bytes INTEGER NOT NULL DEFAULT 0,"
+        " UNIQUE (laddr, lport, faddr, fport))",
+        "CREATE INDEX conns_owner ON conns (owner) WHERE owner IS NOT NULL",
+        # KTLS transmit sessions (ktls_core/tls/session.py), one per connection.
+        # u64 columns (start_seq, next_seq, nonce_ctr) go through to_db/from_db.
+        "CREATE TABLE sessions (conn_id INTEGER PRIMARY KEY, mode INTEGER NOT NULL,"
+        " vminor INTEGER NOT NULL, cipher INTEGER NOT NULL, auth INTEGER NOT NULL,"
+        " cipher_key BLOB NOT NULL, iv BLOB NOT NULL, auth_key BLOB NOT NULL,"
+        " start_seq INTEGER NOT NULL, next_seq INTEGER NOT NULL, nonce_ctr INTEGER,"
+        " cbc_iv BLOB, max_frame_len INTEGER NOT NULL, backend TEXT,"
+        " tag_ifname TEXT, tag_id INTEGER, reset_pending INTEGER NOT NULL DEFAULT 0,"
+        " rexmit_bytes INTEGER NOT NULL DEFAULT 0,"
+        " records INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,"
+        " worker INTEGER NOT NULL)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -42,6 +66,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # with --include-keys). Modules that add tables in a migration register them here.
 EXPORT_TABLES: list[str] = ["meta", "sysctl", "counters", "docs", "dmesg"]
 SECRET_COLUMNS: dict[str, frozenset[str]] = {}
+EXPORT_TABLES += ["conns", "sessions"]
+SECRET_COLUMNS["sessions"] = frozenset({"cipher_key", "iv", "auth_key", "cbc_iv"})
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
