@@ -39,23 +39,27 @@ MIGRATIONS: list[list[str]] = [
         # TCP connections (ktls_core/net/tcp.py). AUTOINCREMENT: an id is never reused,
         # so a session, a worker pin or a live sender never meets a new connection
         # under an old id. u32 TCP sequence values; owner names a live process
-        # (`ktls serve`) that registered the connection, NULL for `ktls connect`.
+        # (`ktls serve`) that registered the connection, NULL for `ktls connect`;
+        # tx_bytes/rxt_bytes/nic_xmit_dis are tcpcb's t_sndbytes, t_snd_rxt_bytes and
+        # t_nic_ktls_xmit_dis (ifnet_max_rexmit_pct).
         "CREATE TABLE conns (id INTEGER PRIMARY KEY AUTOINCREMENT,"
         " family INTEGER NOT NULL, laddr TEXT NOT NULL, lport INTEGER NOT NULL,"
         " faddr TEXT NOT NULL, fport INTEGER NOT NULL, state TEXT NOT NULL,"
         " iss INTEGER NOT NULL, snd_nxt INTEGER NOT NULL, irs INTEGER NOT NULL,"
         " flowid INTEGER NOT NULL, owner TEXT, tx_bytes INTEGER NOT NULL DEFAULT 0,"
+        " rxt_bytes INTEGER NOT NULL DEFAULT 0, nic_xmit_dis INTEGER NOT NULL DEFAULT 0,"
         " UNIQUE (laddr, lport, faddr, fport))",
         "CREATE INDEX conns_owner ON conns (owner) WHERE owner IS NOT NULL",
         # KTLS transmit sessions (ktls_core/tls/session.py), one per connection.
-        # u64 columns (start_seq, next_seq, nonce_ctr) go through to_db/from_db.
+        # u64 columns (start_seq, next_seq, nonce_ctr) go through to_db/from_db;
+        # tag_* is the ifnet send tag (type, route interface, physical port).
         "CREATE TABLE sessions (conn_id INTEGER PRIMARY KEY, mode INTEGER NOT NULL,"
         " vminor INTEGER NOT NULL, cipher INTEGER NOT NULL, auth INTEGER NOT NULL,"
         " cipher_key BLOB NOT NULL, iv BLOB NOT NULL, auth_key BLOB NOT NULL,"
         " start_seq INTEGER NOT NULL, next_seq INTEGER NOT NULL, nonce_ctr INTEGER,"
         " cbc_iv BLOB, max_frame_len INTEGER NOT NULL, backend TEXT,"
-        " tag_ifname TEXT, tag_id INTEGER, reset_pending INTEGER NOT NULL DEFAULT 0,"
-        " rexmit_bytes INTEGER NOT NULL DEFAULT 0,"
+        " tag_type INTEGER, tag_ifname TEXT, tag_port TEXT,"
+        " reset_pending INTEGER NOT NULL DEFAULT 0,"
         " records INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,"
         " worker INTEGER NOT NULL)",
     ],
