@@ -32,6 +32,12 @@ class Env:
         """True when the output is a document (json/yaml), not FreeBSD text."""
         return self.format != "text"
 
+    def close(self) -> None:
+        """Close the state (the group registers this with click's call_on_close)."""
+        if self._kernel is not None:
+            self._kernel.store.close()
+            self._kernel = None
+
     def kernel(self) -> Kernel:
         if self._kernel is None:
             from ktls_core.kernel import Kernel
@@ -45,7 +51,8 @@ class Env:
 
     @property
     def color(self) -> bool:
-        return "NO_COLOR" not in os.environ and bool(getattr(self.stdout, "isatty", lambda: False)())
+        isatty = getattr(self.stdout, "isatty", lambda: False)
+        return "NO_COLOR" not in os.environ and bool(isatty())
 
     def err_console(self) -> Console:
         """A rich console on stderr, for progress bars (people only)."""
@@ -53,10 +60,21 @@ class Env:
             from rich.console import Console
 
             self._console = Console(file=self.stderr, no_color="NO_COLOR" in os.environ)
-        return self._console
+        console: Console = self._console
+        return console
 
     def out(self, text: str = "") -> None:
         self.stdout.write(text + "\n")
 
     def err(self, text: str) -> None:
         self.stderr.write(text + "\n")
+
+    def out_bytes(self, data: bytes) -> None:
+        """Raw bytes on stdout (sysctl -b), after any text already written."""
+        self.stdout.flush()
+        buffer = getattr(self.stdout, "buffer", None)
+        if buffer is not None:
+            buffer.write(data)
+            buffer.flush()
+        else:  # a text-only stream (a test's StringIO): one character per byte
+            self.stdout.write(data.decode("latin-1"))

@@ -89,6 +89,7 @@ def cli(ctx: click.Context, state_path: str | None, fmt: str, libxo: str | None)
             env.format = "json"
         env.pretty = "pretty" in words
     ctx.obj = env
+    ctx.call_on_close(env.close)
 
 
 def main(argv: list[str] | None = None) -> int:

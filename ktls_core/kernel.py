@@ -61,7 +61,10 @@ class Tx:
         if oid.kind in ("counter", "gauge"):
             return counters.get(self.conn, name)
         row = self.conn.execute("SELECT value FROM sysctl WHERE name = ?", (name,)).fetchone()
-        return oid.default if row is None else from_db(int(row[0]))
+        if row is None:
+            return oid.default
+        # Only a uint64_t needs from_db(); a negative `integer` is stored as itself.
+        return from_db(int(row[0])) if oid.type == "uint64_t" else int(row[0])
 
     def set_sysctl(self, name: str, value: int) -> None:
         self.conn.execute(
@@ -184,6 +187,10 @@ class Kernel:
 
             net_store.boot(tx, topology)
             tx.put_doc("kld", {"loaded": []})
-            if not profile.feature("threads_lazy"):
+            if profile.feature("threads_lazy"):
+                # Modern kernels start the pool with the first session: until then
+                # stats.threads reads 0 (the oid's default is the pool size, ncpu).
+                tx.set_sysctl("kern.ipc.tls.stats.threads", 0)
+            else:
                 # ktls_init() in 2019 started the pool at boot and always said so.
                 tx.log(f"KTLS: Initialized {tx.sysctl('kern.ipc.tls.stats.threads')} threads")

@@ -24,6 +24,7 @@ TYPE_RANGES: dict[str, tuple[int, int]] = {
     "uint64_t": (0, 2**64 - 1),
 }
 ACCESS_KINDS = ("RD", "RW", "RDTUN", "RWTUN")
+HANDLERS = ("plain", "bool")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class Oid:
     kind: str = "node"  # node, param, counter, gauge
     default: int = 0
     module: str | None = None  # exists only while this kld is loaded
+    # How the kernel stores a write: "plain" keeps the value as its C type holds it;
+    # "bool" stores value != 0 (sysctl_handle_bool, and handlers written like it).
+    handler: str = "plain"
 
     @property
     def is_node(self) -> bool:
@@ -97,6 +101,8 @@ def _oid_dict(o: Oid) -> dict[str, Any]:
         d["default"] = o.default
     if o.module:
         d["module"] = o.module
+    if o.handler != "plain":
+        d["handler"] = o.handler
     return d
 
 
@@ -107,6 +113,9 @@ def _parse_oid(row: dict[str, Any]) -> Oid:
         raise ValueError(f"sysctl {row.get('name')}: unknown type {typ!r}")
     if access not in ACCESS_KINDS:
         raise ValueError(f"sysctl {row.get('name')}: unknown access {access!r}")
+    handler = str(row.get("handler", "plain"))
+    if handler not in HANDLERS:
+        raise ValueError(f"sysctl {row.get('name')}: unknown handler {handler!r}")
     default = row.get("default", 0)
     if default == "ncpu":  # kern.ipc.tls.stats.threads: one worker per CPU (ktls_init)
         default = os.cpu_count() or 1
@@ -118,6 +127,7 @@ def _parse_oid(row: dict[str, Any]) -> Oid:
         kind="node" if typ == "node" else str(row.get("kind", "param")),
         default=int(default),
         module=row.get("module"),
+        handler=handler,
     )
 
 

@@ -9,11 +9,12 @@ is newer than this code, or is damaged raises StateError naming the file.
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import stat
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from ktls_core.errors import StateError
 
@@ -107,6 +108,11 @@ def _check_existing(path: str) -> None:
             f"permissions {stat.S_IMODE(st.st_mode):04o} let others read or write the state "
             "(it holds session keys); chmod 600 it",
         )
+    if not st.st_mode & stat.S_IWUSR or not os.access(path, os.W_OK):
+        # Checked by mode too: root may write a 0400 file, and SQLite would let it.
+        raise StateError(
+            path, f"state file is read-only (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
+        )
     if st.st_size == 0:
         raise StateError(path, "state file is empty (zero length)")
     try:
@@ -129,7 +135,7 @@ def _check_existing(path: str) -> None:
 
 
 class Store:
-    """An open state database. `exists` is False when open() had to create it."""
+    """An open state database. `created` is True when open() had to create it."""
 
     def __init__(self, path: str, conn: sqlite3.Connection, created: bool) -> None:
         self.path = path
@@ -137,48 +143,68 @@ class Store:
         self.created = created
 
     @classmethod
-    def open(cls, path: str, *, create: bool = True) -> Store:
+    def open(cls, path: str, *, create: bool = True, schema: int | None = None) -> Store:
+        """Open the state at `path`, creating it when missing (and `create`).
+
+        `schema` stops the migrations at that version (state import of an older
+        export migrates the rest itself); None means the newest.
+        """
         path = os.path.abspath(path)
         created = False
-        if os.path.lexists(path):
-            _check_existing(path)
-        elif not create:
-            raise StateError(path, "no state file")
-        else:
-            _make_private_dir(os.path.dirname(path))
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process created it first: use theirs
-                return cls.open(path, create=False)
-            except OSError as exc:
-                raise StateError(path, f"cannot create state file: {exc.strerror}") from None
-            os.close(fd)
-            created = True
+        if not os.path.lexists(path):
+            if not create:
+                raise StateError(path, "no state file")
+            created = _create(path, schema)
+        _check_existing(path)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             store = cls(path, conn, created)
-            store._migrate()
+            store._verify()
+            store.migrate(schema)
         except sqlite3.DatabaseError as exc:
+            conn.close()
             raise _state_error(path, exc) from None
+        except BaseException:
+            conn.close()
+            raise
         return store
 
-    def _migrate(self) -> None:
+    def _verify(self) -> None:
+        """The header checks again, as SQLite sees the database (the WAL may hold a
+        newer page 1 than the file on disk)."""
+        app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
+        if app_id != APPLICATION_ID:
+            raise StateError(
+                self.path, "not a ktls state file (another application's SQLite database)"
+            )
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version >= SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                self.path,
+                f"state schema {version} is newer than this ktls understands ({SCHEMA_VERSION})",
+            )
+
+    @property
+    def schema(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self, to: int | None = None) -> None:
+        """Run the migrations from the stored schema version up to `to` (default: newest)."""
+        target = SCHEMA_VERSION if to is None else to
+        if self.schema >= target:
             return
-        if version == 0:
-            # WAL lets readers go on while one command writes; the mode persists in the file.
-            self.conn.execute("PRAGMA journal_mode = WAL")
         with self.write() as conn:
             # Re-read under the write lock: a concurrent process may have migrated already.
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version >= target:
+                return
             if version == 0:
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            for step in MIGRATIONS[version:]:
+            for step in MIGRATIONS[version:target]:
                 for statement in step:
                     conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA user_version = {target}")
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -186,13 +212,15 @@ class Store:
         self._begin("BEGIN IMMEDIATE")
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            self._rollback()
+            if _is_storage_error(exc):
+                raise _state_error(self.path, exc) from None  # type: ignore[arg-type]
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise _state_error(self.path, exc) from None
 
     @contextmanager
@@ -201,7 +229,16 @@ class Store:
         self._begin("BEGIN")
         try:
             yield self.conn
+        except sqlite3.DatabaseError as exc:
+            if _is_storage_error(exc):
+                raise _state_error(self.path, exc) from None
+            raise
         finally:
+            self._rollback()
+
+    def _rollback(self) -> None:
+        # No transaction may be left (SQLite rolled back itself), or the file is gone.
+        with suppress(sqlite3.Error):
             self.conn.execute("ROLLBACK")
 
     def _begin(self, statement: str) -> None:
@@ -212,7 +249,7 @@ class Store:
             try:
                 self.conn.execute(statement)
                 return
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise _state_error(self.path, exc) from None
                 if time.monotonic() > deadline:
@@ -221,6 +258,51 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _create(path: str, schema: int | None) -> bool:
+    """Build a new state beside `path` and link it into place when it is complete.
+
+    A concurrent command thus sees either no file or a whole database, never the
+    empty file of a half-done create (which would read as a corrupt state).
+    Returns False when another process created `path` first (use theirs).
+    """
+    _make_private_dir(os.path.dirname(path))
+    tmp = f"{path}.new-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        conn = sqlite3.connect(tmp, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            # WAL lets readers go on while one command writes; the mode persists in the file.
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            Store(tmp, conn, True).migrate(schema)
+        finally:
+            conn.close()  # the last connection checkpoints the WAL into the file
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:
+            # No hard links on this file system: a plain rename, which can lose the
+            # (harmless) race against another creator.
+            if os.path.lexists(path):
+                return False
+            os.rename(tmp, path)
+        return True
+    except OSError as exc:
+        raise StateError(path, f"cannot create state file: {exc.strerror}") from None
+    except sqlite3.DatabaseError as exc:
+        raise _state_error(path, exc) from None
+    finally:
+        remove_state(tmp)
+
+
+def _is_storage_error(exc: BaseException) -> bool:
+    """An SQLite error that says something about the file (not a bug in a query)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError
+    )
 
 
 def _make_private_dir(directory: str) -> None:
@@ -246,7 +328,5 @@ def _state_error(path: str, exc: sqlite3.Error) -> StateError:
 def remove_state(path: str) -> None:
     """Delete the database and its WAL companions (state reset)."""
     for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(path + suffix)
-        except FileNotFoundError:
-            pass

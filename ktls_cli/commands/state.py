@@ -46,7 +46,7 @@ def path_cmd(env: Env) -> None:
     "tunables",
     multiple=True,
     metavar="NAME=VALUE",
-    help="A loader tunable (loader.conf), e.g. kern.ipc.tls.enable=1.",
+    help="A loader tunable (loader.conf), e.g. kern.ipc.tls.bind_threads=1.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing state.")
 @pass_env
@@ -62,9 +62,18 @@ def init_cmd(
     from ktls_core.state import init_state
 
     path = _state_path(env)
-    result = init_state(
-        path, profile=profile, topology=topology, seed=seed, tunables=list(tunables), force=force
-    )
+    try:
+        result = init_state(
+            path,
+            profile=profile,
+            topology=topology,
+            seed=seed,
+            tunables=list(tunables),
+            force=force,
+        )
+    except ValueError as exc:
+        hint = "--tunable" if tunables else "--topology"
+        raise click.BadParameter(str(exc), param_hint=f"'{hint}'") from None
     emit(env, "state", result, lambda: env.out(f"{path}: booted profile {profile}"))
 
 
@@ -78,9 +87,51 @@ def show_cmd(env: Env) -> None:
 
     def text() -> None:
         for key, value in info.items():
+            if isinstance(value, list):
+                value = " ".join(str(v) for v in value) or "none"
+            elif value is None:
+                value = "none"
             env.out(f"{key}: {value}")
 
     emit(env, "state", info, text)
+
+
+@cli.command("export")
+@click.option(
+    "--include-keys", is_flag=True, help="Include session keys and IVs (secret columns)."
+)
+@pass_env
+def export_cmd(env: Env, include_keys: bool) -> None:
+    """Write the whole state as YAML on stdout (keys left out by default)."""
+    from ktls_core.state import export_state
+
+    env.stdout.write(export_state(env.kernel(), include_keys=include_keys))
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@pass_env
+def import_cmd(env: Env, file: str) -> None:
+    """Replace the state with an export (atomically); FILE - reads stdin."""
+    from ktls_core.state import import_state
+
+    path = _state_path(env)
+    try:
+        if file == "-":
+            text = click.get_text_stream("stdin").read()
+        else:
+            with open(file, encoding="utf-8") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        env.err(f"ktls: {file}: {reason}")
+        raise click.exceptions.Exit(1) from None
+    try:
+        result = import_state(path, text, source=file)
+    except ValueError as exc:
+        env.err(f"ktls: {exc}")
+        raise click.exceptions.Exit(1) from None
+    emit(env, "state", result, lambda: env.out(f"{path}: imported {file}"))
 
 
 @cli.command("reset")

@@ -1,0 +1,382 @@
+"""`ktls sysctl`: sysctl(8) over the simulated kernel's MIB.
+
+The flow is parse() of sbin/sysctl/sysctl.c: each argument (the `-f` file's lines
+first, then the command line) is looked up, printed, or set and printed as
+`name: old -> new`; a failing argument prints a `sysctl: ` diagnostic and the run
+goes on. All arguments run in one transaction (a snapshot when nothing is set), and
+the output is written after it commits, so a state error never leaves half a report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ktls_cli.env import Env
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+    from ktls_core.kernel import Tx
+    from ktls_core.profile import Oid
+    from ktls_core.sysctl import Mib, SysctlError
+
+TOOL = "sysctl"
+USAGE = (
+    "usage: ktls sysctl [-bdehiNnoqTtWx] [-f filename] name[=value] ...\n"
+    "       ktls sysctl [-bdehNnoqTtWx] -a\n"
+)
+EXIT_USAGE = 2  # ktls policy (FreeBSD's usage() exits 1)
+STATS_KINDS = ("counter", "gauge")  # CTLFLAG_STATS: what -W leaves out
+
+
+class SysctlCommand(click.Command):
+    """A click command whose usage lines are sysctl(8)'s."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write(USAGE)
+
+
+class UsageError(Exception):
+    """sysctl(8) calls usage(): print the warning (if any) and the usage, exit 2."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or "usage")
+        self.message = message
+
+
+@dataclass
+class Flags:
+    a: bool = False
+    b: bool = False
+    d: bool = False
+    e: bool = False
+    h: bool = False
+    i: bool = False
+    N: bool = False
+    n: bool = False
+    o: bool = False
+    q: bool = False
+    T: bool = False
+    t: bool = False
+    W: bool = False
+    x: bool = False
+
+
+@dataclass
+class Output:
+    """What one run prints, in order: ("out", str), ("bytes", bytes), ("err", str)."""
+
+    events: list[tuple[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)  # --format json|yaml
+
+    def out(self, text: str) -> None:
+        self.events.append(("out", text))
+
+    def raw(self, data: bytes) -> None:
+        self.events.append(("bytes", data))
+
+    def warn(self, text: str) -> None:
+        self.events.append(("err", f"{TOOL}: {text}\n"))
+
+    def replay(self, env: Env) -> None:
+        for kind, data in self.events:
+            if kind == "out":
+                env.stdout.write(data)
+            elif kind == "bytes":
+                env.out_bytes(data)
+            else:
+                env.stdout.flush()
+                env.stderr.write(data)
+                env.stderr.flush()
+
+
+# -- reading the -f file ----------------------------------------------------------------
+
+
+def _strip_comment(line: str) -> str:
+    """parsefile(): cut at the first `#`, unless it is escaped or inside quotes."""
+    squote, dquote = line.find("'"), line.find('"')
+    p = line.find("#")
+    while p >= 0:
+        if squote >= 0 and p > squote:
+            end = line.find("'", squote + 1)
+            return line if end < 0 else line[: end + 1]
+        if dquote >= 0 and p > dquote:
+            end = line.find('"', dquote + 1)
+            return line if end < 0 else line[: end + 1]
+        if p == 0 or line[p - 1] != "\\":
+            return line[:p]
+        p = line.find("#", p + 1)
+    return line
+
+
+def read_file(path: str) -> list[tuple[str, int]]:
+    """The `name=value` lines of a sysctl.conf(5)-style file, with their line numbers."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        text = fh.read()
+    items = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = _strip_comment(line).strip(" \t\n\v\f\r")
+        if stripped:
+            items.append((stripped, lineno))
+    return items
+
+
+# -- one argument ------------------------------------------------------------------------
+
+
+class Run:
+    """One invocation: flags, the transaction's MIB, and what it prints."""
+
+    def __init__(self, env: Env, flags: Flags, tx: Tx, mib: Mib) -> None:
+        self.env = env
+        self.flags = flags
+        self.tx = tx
+        self.mib = mib
+        self.output = Output()
+        self.failures = 0
+
+    def warn(self, message: str, lineno: int, *, at_line: bool = True) -> None:
+        self.output.warn(message + (f" at line {lineno}" if lineno and at_line else ""))
+
+    def warn_error(self, exc: SysctlError, lineno: int) -> None:
+        self.warn(exc.message, lineno, at_line=exc.at_line)
+        for extra in exc.extra:
+            self.output.warn(extra)
+
+    def show(self, oid: Oid, *, nflag: bool | None = None, value: int | None = None) -> bool:
+        """show_var(): print one oid without the newline; False if it printed nothing."""
+        from ktls_core import sysctl
+
+        f = self.flags
+        nflag = f.n if nflag is None else nflag
+        if f.W and (not oid.writable or oid.kind in STATS_KINDS):
+            return False
+        if f.T and not oid.tunable:
+            return False
+        if self.env.machine:
+            entry: dict[str, Any] = {"name": oid.name, "type": oid.type}
+            if not oid.is_node:
+                entry["value"] = sysctl.read(self.tx, oid) if value is None else value
+            if f.d:
+                entry["description"] = oid.descr
+            self.output.entries.append(entry)
+            return True
+        if f.N:
+            self.output.out(oid.name)
+            return True
+        sep = "=" if f.e else ": "
+        prefix = "" if nflag else oid.name + sep
+        if f.t or f.d:
+            if f.t and f.d:
+                self.output.out(prefix + oid.type + sep + oid.descr)
+            else:
+                self.output.out(prefix + (oid.type if f.t else oid.descr))
+            return True
+        if oid.is_node:  # a node has no value of its own
+            return False
+        current = sysctl.read(self.tx, oid) if value is None else value
+        if f.b:
+            self.output.raw(sysctl.raw_bytes(oid.type, current))
+            return True
+        text = sysctl.format_value(oid.type, current, hex_=f.x, human=f.h)
+        self.output.out(prefix + text)
+        return True
+
+    def line(self, oid: Oid) -> None:
+        """show_var() plus the newline sysctl(8) adds after anything it printed."""
+        if self.show(oid) and not self.flags.b and not self.env.machine:
+            self.output.out("\n")
+
+    def parse(self, arg: str, lineno: int = 0) -> bool:
+        """parse() of sysctl.c for one argument; returns False if the argument failed."""
+        from ktls_core import sysctl
+        from ktls_core.errors import KtlsError
+
+        f = self.flags
+        name, text = sysctl.split_assignment(arg)
+        if text is not None and (f.T or f.W):
+            raise UsageError("Can't set variables when using -T or -W")
+        oid = self.mib.lookup(name)
+        if oid is None:
+            if f.i:
+                return True
+            if not f.q:
+                self.warn(sysctl.UnknownOid(name).message, lineno)
+            return False
+        if text is None or f.d:
+            if oid.is_node:
+                if f.d:
+                    self.line(oid)
+                for leaf in self.mib.leaves(oid.name):
+                    self.line(leaf)
+            else:
+                self.line(oid)
+            return True
+        try:
+            sysctl.check_settable(oid)
+            values = sysctl.parse_values(oid, text)
+        except sysctl.SysctlError as exc:
+            self.warn_error(exc, lineno)
+            return False
+        old = sysctl.read(self.tx, oid)
+        if self.env.machine:
+            try:
+                sysctl.write(self.tx, oid, values)
+            except KtlsError as exc:
+                self._write_failed(arg, lineno, exc)
+                return False
+            new = sysctl.read(self.tx, oid)
+            self.output.entries.append({"name": oid.name, "type": oid.type, "old": old, "new": new})
+            return True
+        printed = self.show(oid, value=old)
+        try:
+            sysctl.write(self.tx, oid, values)
+        except KtlsError as exc:
+            if printed and not f.b:
+                self.output.out("\n")
+            self._write_failed(arg, lineno, exc)
+            return False
+        if not f.b:
+            self.output.out(" -> ")
+        if self.show(oid, nflag=True) and not f.b:
+            self.output.out("\n")
+        return True
+
+    def _write_failed(self, arg: str, lineno: int, exc: Any) -> None:
+        from ktls_core.errors import Errno
+
+        suffix = f" at line {lineno}" if lineno else ""
+        if exc.errno == Errno.EOPNOTSUPP:
+            self.output.warn(f"{arg}: value is not available{suffix}")
+        else:  # warn(3): the message, then strerror
+            self.output.warn(f"{arg}{suffix}: {exc.strerror}")
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def _complete_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Sysctl names from the state's profile (the seed table if there is no state)."""
+    try:
+        from click.shell_completion import CompletionItem
+
+        from ktls_core.sysctl import completion_names
+
+        if "=" in incomplete or ":" in incomplete:
+            return []
+        state_path = ctx.find_root().params.get("state_path")
+        return [
+            CompletionItem(name)
+            for name in completion_names(state_path)
+            if name.startswith(incomplete)
+        ]
+    except Exception:  # completion never raises
+        return []
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _flag(letter: str, help_text: str, *, hidden: bool = False) -> Callable[[_F], _F]:
+    return click.option(f"-{letter}", f"flag_{letter}", is_flag=True, help=help_text, hidden=hidden)
+
+
+@click.command(
+    "sysctl",
+    cls=SysctlCommand,
+    # BSD getopt stops at the first name: `ktls sysctl kern.ipc.tls -d` asks for `-d`.
+    context_settings={"allow_interspersed_args": False},
+)
+@_flag("a", "List all the oids of the kernel (ignored when names are given).")
+@_flag("A", "Same as -o -a (compatibility).", hidden=True)
+@_flag("b", "Print values as raw binary, without names or newlines.")
+@_flag("d", "Print the description of each oid instead of its value.")
+@_flag("e", "Separate name and value with '=' (output that sysctl can read back).")
+@click.option("-f", "filename", metavar="filename", help="Process name=value lines from a file.")
+@_flag("h", "Format numbers with thousands separators.")
+@_flag("i", "Ignore unknown oids (the argument does not fail).")
+@_flag("N", "Print names only.")
+@_flag("n", "Print values only.")
+@_flag("o", "Show opaque values too (there are none in the KTLS MIB).")
+@_flag("q", "Do not report unknown oids (the argument still fails).")
+@_flag("T", "Show only loader tunables.")
+@_flag("t", "Print the type of each oid.")
+@_flag("W", "Show only writable oids that are not statistics.")
+@_flag("w", "Ignored (compatibility).", hidden=True)
+@_flag("x", "Print values in hexadecimal.")
+@_flag("X", "Same as -x -a (compatibility).", hidden=True)
+@click.argument("names", nargs=-1, metavar="name[=value] ...", shell_complete=_complete_names)
+@click.pass_obj
+def cli(env: Env, /, filename: str | None, names: tuple[str, ...], **letters: bool) -> None:
+    """Get or set kernel state, as sysctl(8) does.
+
+    A node (kern.ipc.tls) prints every leaf below it in the profile's fixed order;
+    NAME=VALUE (or NAME:VALUE) sets a value and prints 'name: old -> new'.
+    Exit status: 0 success, 1 if any argument failed, 2 usage error.
+    """
+    flags = Flags(**{k.removeprefix("flag_"): v for k, v in letters.items() if k[-1] not in "AXw"})
+    if letters["flag_A"]:
+        flags.a = flags.o = True
+    if letters["flag_X"]:
+        flags.a = flags.x = True
+    try:
+        failures = _main(env, flags, filename, list(names))
+    except UsageError as exc:
+        if exc.message:
+            env.err(f"{TOOL}: {exc.message}")
+        env.stderr.write(USAGE)
+        raise click.exceptions.Exit(EXIT_USAGE) from None
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+def _main(env: Env, flags: Flags, filename: str | None, names: list[str]) -> int:
+    from ktls_core.sysctl import Mib, split_assignment
+
+    if flags.N and flags.n:
+        raise UsageError()
+    list_all = flags.a and not names
+    if not list_all and not names and filename is None:
+        raise UsageError()
+    items: list[tuple[str, int]] = []
+    if filename is not None and not list_all:
+        try:
+            items = read_file(filename)
+        except OSError as exc:  # err(EX_NOINPUT, "%s", filename): FreeBSD exits 66
+            env.err(f"{TOOL}: {filename}: {exc.strerror}")
+            return 1
+    items += [(name, 0) for name in names]
+    sets = (
+        not flags.d
+        and not (flags.T or flags.W)
+        and any(split_assignment(arg)[1] is not None for arg, _ in items)
+    )
+    kernel = env.kernel()
+    usage: UsageError | None = None
+    with kernel.transaction() if sets else kernel.snapshot() as tx:
+        run = Run(env, flags, tx, Mib.of(tx))
+        if list_all:
+            for leaf in run.mib.leaves():
+                run.line(leaf)
+        else:
+            try:
+                for arg, lineno in items:
+                    if not run.parse(arg, lineno):
+                        run.failures += 1
+            except UsageError as exc:
+                usage = exc  # what came before it is still printed, as sysctl(8) does
+    run.output.replay(env)
+    if usage is not None:
+        raise usage
+    if env.machine:
+        from ktls_cli.render import document
+
+        document(env, "sysctl", run.output.entries)
+    return run.failures
