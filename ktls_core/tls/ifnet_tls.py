@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ktls_core.errors import Errno, KtlsError, strerror
 
@@ -139,8 +139,7 @@ class CounterSink(Protocol):
 # --- the route and the tag ---------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Egress:
+class EgressView(Protocol):
     """What the route gives ktls_alloc_snd_tag() and ip_output_send().
 
     `ifname`/`capenable`: the route's interface (nh->nh_ifp) and its enabled
@@ -148,13 +147,35 @@ class Egress:
     `port`/`port_capenable`: the physical port that transmits the flow: the
     interface itself, the parent of a vlan, the active lagg port (failover) or
     the port picked by the flow's hash (lacp, loadbalance); None when no port
-    can send (every lagg port down).
+    can send (every lagg port down). `snd_tag`: False when the path has no tag
+    lookup at all (a roundrobin or broadcast lagg, lo0). net.route.Egress is one.
     """
+
+    @property
+    def ifname(self) -> str: ...
+
+    @property
+    def capenable(self) -> int: ...
+
+    @property
+    def port(self) -> str | None: ...
+
+    @property
+    def port_capenable(self) -> int: ...
+
+    @property
+    def snd_tag(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Egress:
+    """An EgressView built by hand (tests, and paths that are not routed)."""
 
     ifname: str
     capenable: int
     port: str | None
     port_capenable: int = 0
+    snd_tag: bool = True
 
     @classmethod
     def direct(cls, ifname: str, capenable: int) -> Egress:
@@ -174,7 +195,7 @@ class SendTag:
     def type_name(self) -> str:
         return TAG_TYPE_NAMES.get(self.type, str(self.type))
 
-    def matches(self, egress: Egress | None) -> bool:
+    def matches(self, egress: EgressView | None) -> bool:
         """ip_output_send(): the tag's interface and port are still the egress."""
         return egress is not None and egress.ifname == self.ifname and egress.port == self.port
 
@@ -184,7 +205,7 @@ def _family_cap(ipv6: bool) -> int:
 
 
 def alloc_snd_tag(
-    egress: Egress | None,
+    egress: EgressView | None,
     *,
     ipv6: bool,
     force: bool,
@@ -213,6 +234,8 @@ def alloc_snd_tag(
         raise KtlsError(Errno.EOPNOTSUPP, f"{egress.ifname}: {family} not enabled")
     # m_snd_tag_alloc(): lagg/vlan hand the request to the port; no port, or a
     # port whose driver has TLS off, refuses.
+    if not egress.snd_tag:
+        raise KtlsError(Errno.EOPNOTSUPP, f"{egress.ifname}: no send tag support on this path")
     if egress.port is None:
         raise KtlsError(Errno.EOPNOTSUPP, f"{egress.ifname}: no active port")
     if not egress.port_capenable & cap:
@@ -227,7 +250,7 @@ def alloc_snd_tag(
 
 def try_ifnet(
     sink: CounterSink,
-    egress: Egress | None,
+    egress: EgressView | None,
     *,
     gauge: str,
     ipv6: bool,
@@ -383,7 +406,7 @@ class OutputVerdict:
 
 
 def output_check(
-    tag: SendTag | None, egress: Egress | None, *, reset_pending: bool
+    tag: SendTag | None, egress: EgressView | None, *, reset_pending: bool
 ) -> OutputVerdict:
     """ip_output_send() + ktls_output_eagain() for a record of an ifnet session."""
     if tag is not None and tag.matches(egress):
@@ -424,7 +447,7 @@ def reset_send_tag(
     *,
     conn: str,
     old: SendTag | None,
-    egress: Egress | None,
+    egress: EgressView | None,
     ipv6: bool,
     dropped: bool = False,
     pacing: bool = False,
@@ -633,13 +656,30 @@ class NicFrame:
     segments: tuple[tuple[int, int], ...]
 
 
-def nic_transmit(tag: SendTag, seal: Callable[[], bytes], *, mss: int) -> NicFrame:
+class Sealer(Protocol):
+    """The record layer's seal (record.RecordProtector is one)."""
+
+    def seal(
+        self, rtype: int, payload: bytes | bytearray | memoryview, seq: int, explicit: Any = None
+    ) -> bytes: ...
+
+
+def nic_transmit(
+    tag: SendTag,
+    sealer: Sealer,
+    *,
+    rtype: int,
+    payload: bytes | bytearray | memoryview,
+    seq: int,
+    explicit: Any,
+    mss: int,
+) -> NicFrame:
     """The NIC's part of ifnet TLS: seal the plaintext record, then segment it.
 
-    `seal` is the record layer's seal of this record with the session's keys,
-    sequence number and the explicit nonce/IV chosen when the record was framed
-    (ktls_frame()), so the bytes are the ones software mode would produce and a
-    retransmission after a reset repeats them exactly.
+    The record arrives framed but unencrypted; `explicit` is the TLS 1.2 GCM
+    nonce counter value or CBC IV that ktls_frame() wrote into its header, so
+    the NIC produces the bytes software mode would, and a retransmission after a
+    tag reset repeats them exactly.
     """
-    wire = seal()
+    wire = sealer.seal(rtype, payload, seq, explicit)
     return NicFrame(tag.port, wire, tuple(tso_segments(len(wire), mss)))
