@@ -1,0 +1,190 @@
+"""A pcap(5) writer for the frames a connection puts on its egress interface.
+
+What `ktls send --pcap FILE` writes: the TLS byte stream cut into TCP segments of
+at most the MSS of the egress interface's MTU (tcp_maxseg(): MTU minus the IP and
+TCP headers, no options), each in an IPv4 or IPv6 packet in an Ethernet frame
+(DLT_EN10MB), or behind the 4-byte address-family word of DLT_NULL on lo0 as
+`tcpdump -i lo0` records it on FreeBSD. Checksums are real, so tshark and
+Wireshark accept every frame; sequence numbers are those the connection reserved
+(tcp.py), so the captures of successive sends on one connection join up.
+
+Sans-IO: the writer gets a `write(bytes)` callable; it never opens a file.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# pcap(5) file header: magic, version 2.4, thiszone, sigfigs, snaplen, linktype.
+PCAP_MAGIC = 0xA1B2C3D4
+LINKTYPE_NULL = 0  # BSD loopback: a host-order u32 address family, then the packet
+LINKTYPE_ETHERNET = 1
+SNAPLEN = 262144
+
+# DLT_NULL address families as FreeBSD's lo0 writes them (sys/sys/socket.h).
+BSD_AF_INET = 2
+BSD_AF_INET6 = 28
+
+ETHERTYPE_IP = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
+IPPROTO_TCP = 6
+IPV4_HLEN = 20
+IPV6_HLEN = 40
+TCP_HLEN = 20
+TH_FIN, TH_SYN, TH_RST, TH_PUSH, TH_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+TCP_WINDOW = 65535
+IP_DF = 0x4000
+IP_TTL = 64
+
+_FILE_HDR = struct.Struct("<IHHiIII")
+_REC_HDR = struct.Struct("<IIII")
+_ETHER = struct.Struct("!6s6sH")
+_IPV4 = struct.Struct("!BBHHHBBH4s4s")
+_IPV6 = struct.Struct("!IHBB16s16s")
+_TCP = struct.Struct("!HHIIBBHHH")
+
+
+def mss_for_mtu(mtu: int, family: int) -> int:
+    """tcp_maxseg() of a connection without TCP options: MTU minus IP and TCP headers."""
+    return mtu - (IPV4_HLEN if family == 4 else IPV6_HLEN) - TCP_HLEN
+
+
+def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
+    """The Internet checksum (RFC 1071) of data, folded with `initial` (a partial sum).
+
+    Because 2**16 == 1 (mod 0xffff), a big-endian integer is congruent to the sum of
+    its 16-bit words: one int.from_bytes and one modulo replace the word loop.
+    """
+    value = int.from_bytes(data, "big")
+    if len(data) % 2:
+        value <<= 8  # an odd tail is padded with a zero byte
+    total = (value + initial) % 0xFFFF
+    if total == 0 and (value or initial):
+        total = 0xFFFF  # one's complement: a non-zero sum is never +0
+    return (~total) & 0xFFFF
+
+
+def partial_sum(data: bytes | bytearray | memoryview) -> int:
+    """The unfolded sum of data's words (mod 0xffff), to be passed as `initial`."""
+    value = int.from_bytes(data, "big")
+    if len(data) % 2:
+        value <<= 8
+    return value % 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class TcpFlow:
+    """One direction of a connection as it appears on the wire of its egress interface.
+
+    `src_mac`/`dst_mac` None means a loopback interface (DLT_NULL framing).
+    `src`/`dst` are packed addresses (4 or 16 bytes).
+    """
+
+    family: int
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    ack: int
+    mss: int
+    src_mac: bytes | None = None
+    dst_mac: bytes | None = None
+
+    @property
+    def linktype(self) -> int:
+        return LINKTYPE_NULL if self.src_mac is None else LINKTYPE_ETHERNET
+
+
+@dataclass
+class PcapWriter:
+    """Writes pcap(5) records through `write`; the file header goes out with the first frame."""
+
+    write: Callable[[bytes], object]
+    linktype: int = LINKTYPE_ETHERNET
+    clock: Callable[[], float] = time.time
+    frames: int = 0
+    _started: bool = field(default=False, repr=False)
+    _ip_id: int = 0
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self.write(_FILE_HDR.pack(PCAP_MAGIC, 2, 4, 0, 0, SNAPLEN, self.linktype))
+
+    def frame(self, packet: bytes) -> None:
+        """One captured frame, timestamped now (microsecond resolution)."""
+        self.start()
+        now = self.clock()
+        sec = int(now)
+        usec = int((now - sec) * 1_000_000)
+        length = len(packet)
+        self.write(_REC_HDR.pack(sec, usec, min(length, SNAPLEN), length) + packet[:SNAPLEN])
+        self.frames += 1
+
+    def tcp_segments(
+        self, flow: TcpFlow, seq: int, payload: bytes | bytearray | memoryview, *, push: bool = True
+    ) -> int:
+        """Cut `payload` into MSS-sized segments starting at TCP sequence `seq`.
+
+        The last segment carries PSH when `push` (tcp_output() sets it when the
+        send buffer empties). Returns the number of frames written.
+        """
+        view = memoryview(payload).cast("B")
+        total = len(view)
+        mss = max(1, flow.mss)
+        count = 0
+        off = 0
+        while off < total or (total == 0 and count == 0):
+            chunk = view[off : off + mss]
+            last = off + len(chunk) >= total
+            flags = TH_ACK | (TH_PUSH if push and last else 0)
+            self.frame(self._packet(flow, (seq + off) & 0xFFFFFFFF, flags, chunk))
+            off += len(chunk)
+            count += 1
+            if total == 0:
+                break
+        return count
+
+    def _packet(self, flow: TcpFlow, seq: int, flags: int, chunk: memoryview) -> bytes:
+        tcp_len = TCP_HLEN + len(chunk)
+        pseudo = flow.src + flow.dst + struct.pack("!IxxxB", tcp_len, IPPROTO_TCP)
+        header = _TCP.pack(
+            flow.sport,
+            flow.dport,
+            seq,
+            flow.ack & 0xFFFFFFFF,
+            (TCP_HLEN // 4) << 4,
+            flags,
+            TCP_WINDOW,
+            0,
+            0,
+        )
+        csum = checksum(chunk, partial_sum(pseudo) + partial_sum(header))
+        tcp = header[:16] + struct.pack("!H", csum) + header[18:]
+        if flow.family == 4:
+            self._ip_id = (self._ip_id + 1) & 0xFFFF
+            ip = _IPV4.pack(
+                0x45,
+                0,
+                IPV4_HLEN + tcp_len,
+                self._ip_id,
+                IP_DF,
+                IP_TTL,
+                IPPROTO_TCP,
+                0,
+                flow.src,
+                flow.dst,
+            )
+            ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+            ethertype, bsd_af = ETHERTYPE_IP, BSD_AF_INET
+        else:
+            ip = _IPV6.pack(6 << 28, tcp_len, IPPROTO_TCP, IP_TTL, flow.src, flow.dst)
+            ethertype, bsd_af = ETHERTYPE_IPV6, BSD_AF_INET6
+        if flow.src_mac is None:
+            link = struct.pack("<I", bsd_af)
+        else:
+            link = _ETHER.pack(flow.dst_mac or b"\xff" * 6, flow.src_mac, ethertype)
+        return b"".join((link, ip, tcp, chunk))
