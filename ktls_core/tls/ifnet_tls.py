@@ -81,7 +81,9 @@ TAG_TYPE_NAMES: dict[int, str] = {
     IF_SND_TAG_TYPE_TLS_RATE_LIMIT: "tls_rate_limit",
 }
 
-# net/if.h capability bits ktls_alloc_snd_tag() looks at.
+# The capability bits ktls_alloc_snd_tag() looks at. Their home is net/ifnet.py;
+# repeated here (a test holds them equal) so that switch_tls does not load the
+# interface tables to switch a connection to software.
 IFCAP_MEXTPG = 0x04000000  # IFCAP_NOMAP in 2019
 IFCAP_TXTLS4 = 0x08000000
 IFCAP_TXTLS6 = 0x10000000

@@ -44,6 +44,30 @@ def lagg(port: str, port_caps: int = TLS_CAPS, caps: int = TLS_CAPS) -> Egress:
     return Egress("lagg0", caps, port, port_caps)
 
 
+def test_capability_bits_are_net_ifnets() -> None:
+    from ktls_core.net import ifnet
+
+    assert (IFCAP_MEXTPG, IFCAP_TXTLS4, IFCAP_TXTLS6, IFCAP_TXTLS_RTLMT) == (
+        ifnet.IFCAP_MEXTPG,
+        ifnet.IFCAP_TXTLS4,
+        ifnet.IFCAP_TXTLS6,
+        ifnet.IFCAP_TXTLS_RTLMT,
+    )
+
+
+def test_route_egress_is_an_egress_view() -> None:
+    from ktls_core.net import route
+    from ktls_core.net.topology import network_from_default
+
+    net = network_from_default("seed")
+    e: it.EgressView = route.egress(net, "198.51.100.7", 0)
+    assert (e.ifname, e.port, e.snd_tag) == ("lagg0", "cc0", True)
+    # cc0 does not have txtls enabled by default: no tag.
+    with pytest.raises(KtlsError) as info:
+        it.alloc_snd_tag(e, ipv6=False, force=True, permitted=True)
+    assert info.value.errno == Errno.EOPNOTSUPP
+
+
 # -- ktls_alloc_snd_tag() -----------------------------------------------------------------
 
 
