@@ -21,6 +21,8 @@ from ktls_cli.env import Env
 COMMANDS: dict[str, tuple[str, str]] = {
     "sysctl": ("ktls_cli.commands.sysctl:cli", "Get or set kernel state (sysctl(8))."),
     "state": ("ktls_cli.commands.state:cli", "Create, inspect, export and reset the state."),
+    "ifconfig": ("ktls_cli.commands.ifconfig:cli", "Configure network interfaces (ifconfig(8))."),
+    "switch_tls": ("ktls_cli.commands.switch_tls:cli", "Move TLS sessions between sw and ifnet."),
 }
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

@@ -1,0 +1,301 @@
+"""TCP_TXTLS_MODE on the kernel state, and what `switch_tls` writes to.
+
+- `set_tx_mode()`: setsockopt(TCP_TXTLS_MODE) / ktls_set_tx_mode() for one
+  connection: ifnet_tls.set_tx_mode() decides and counts, this module looks the
+  session up, tries the new mode and stores the clone.
+- `switch_one()` / `switch_all()`: the net.inet.tcp.switch_to_sw_tls and
+  switch_to_ifnet_tls sysctls (sysctl_switch_tls() in tcp_subr.c): an exact pcb
+  lookup by 4-tuple (ESRCH when there is none), then ktls_set_tx_mode(). A
+  connection without KTLS answers 0, so switch_tls prints "switched" for it.
+- `tls_egress()`: the route's egress as ifnet TLS sees it.
+
+`switch_all()` is set-oriented, for `switch_tls -a` over 100,000 connections:
+one SELECT of every non-listening connection with its session, the sessions
+that really change mode grouped by what decides the outcome (suite, egress,
+t_nic_ktls_xmit_dis), ktls_set_tx_mode()'s decision and counters taken once
+per group (scaled by its size), and one UPDATE per group.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ktls_core.errors import Errno, KtlsError
+from ktls_core.tls import ifnet_tls
+from ktls_core.tls.ifnet_tls import (
+    TCP_TLS_MODE_IFNET,
+    TCP_TLS_MODE_NONE,
+    TCP_TLS_MODE_SW,
+    EgressView,
+    ModeChange,
+    SendTag,
+)
+from ktls_core.tls.suites import gauge_name
+
+if TYPE_CHECKING:
+    from ktls_core.kernel import Tx
+    from ktls_core.net.ifnet import Network
+    from ktls_core.net.tcp import Conn, Endpoints
+    from ktls_core.tls.session import Session
+
+__all__ = [
+    "DEFAULT_STACK",
+    "TCP_TLS_MODE_IFNET",
+    "TCP_TLS_MODE_SW",
+    "connection_names",
+    "set_tx_mode",
+    "switch_all",
+    "switch_one",
+    "tls_egress",
+]
+
+# tcp_def_funcblk.tfb_tcp_block_name: the only TCP stack of the simulated kernel.
+DEFAULT_STACK = "freebsd"
+
+
+# -- the egress ifnet TLS sees ------------------------------------------------------
+
+
+def load_net(tx: Tx) -> Network:
+    from ktls_core.net import store as net_store
+
+    net: Network = net_store.load(tx)
+    return net
+
+
+def tls_egress(net: Network, family: int, faddr: str, flowid: int) -> EgressView | None:
+    """The route's interface and the port behind it, for ktls_alloc_snd_tag().
+
+    No route (or a reject/blackhole route) is None: ktls_alloc_snd_tag() then
+    says ENXIO. A route whose path cannot send (an interface down, a lagg with no
+    active port) still names its interface, with no port: a tag cannot be had
+    there (EOPNOTSUPP) and an old tag does not match it.
+    """
+    from ktls_core.net import route
+
+    try:
+        return route.egress(net, faddr, flowid)
+    except KtlsError as exc:
+        if exc.errno != Errno.ENETUNREACH:
+            return None
+    r = route.lookup(net, faddr)
+    if r is None:
+        return None
+    return ifnet_tls.Egress(r.ifname, net.options(r.ifname), None, 0)
+
+
+# -- one connection -------------------------------------------------------------------
+
+
+def _nic_xmit_disabled(tx: Tx, conn_id: int) -> bool:
+    row = tx.conn.execute("SELECT nic_xmit_dis FROM conns WHERE id = ?", (conn_id,)).fetchone()
+    return bool(row and row[0])
+
+
+class _SwTry:
+    """ktls_try_sw() for a clone of session `s`; keeps the chosen backend's name."""
+
+    def __init__(self, tx: Tx, s: Session) -> None:
+        self.tx = tx
+        self.session = s
+        self.backend: str | None = None
+
+    def __call__(self) -> None:
+        from ktls_core import kld
+        from ktls_core.tls.session import tls_enable
+
+        self.backend = kld.select_backend(self.tx, tls_enable(self.session)).name
+
+
+def set_tx_mode(tx: Tx, conn: Conn, mode: int, *, net: Network | None = None) -> ModeChange:
+    """ktls_set_tx_mode() on `conn`; the clone replaces the session in its row.
+
+    Raises KtlsError as FreeBSD's returns an errno (EINVAL, EALREADY, ENXIO, or
+    the try's error after switch_failed += 1). Sequence numbers, the nonce
+    counter and the CBC chain carry over: only mode, backend and tag change.
+    """
+    from ktls_core.net.tcp import LISTEN
+    from ktls_core.tls import session as sessions
+
+    s = sessions.get(tx, conn.id)
+    current = TCP_TLS_MODE_NONE if s is None else s.mode
+    try_sw = _SwTry(tx, s) if s is not None else None
+
+    def try_ifnet_tag() -> SendTag:
+        egress = tls_egress(net or load_net(tx), conn.family, conn.faddr, conn.flowid)
+        # ktls_try_ifnet(so, tls, true): permitted is ignored, capabilities are not.
+        return ifnet_tls.alloc_snd_tag(egress, ipv6=conn.family == 6, force=True, permitted=True)
+
+    change = ifnet_tls.set_tx_mode(
+        tx,
+        mode,
+        current=current,
+        gauge=None if s is None else gauge_name(s.cipher),
+        listening=conn.state == LISTEN,
+        ealready=bool(tx.profile.feature("ifnet_switch_ealready")),
+        nic_xmit_disabled=_nic_xmit_disabled(tx, conn.id),
+        try_ifnet_tag=try_ifnet_tag,
+        try_sw=try_sw,
+    )
+    if change.changed and s is not None:
+        backend = try_sw.backend if try_sw is not None else None
+        _store_mode(tx, [conn.id], mode, backend, change.tag)
+    return change
+
+
+def _store_mode(
+    tx: Tx, conn_ids: list[int], mode: int, backend: str | None, tag: SendTag | None
+) -> None:
+    """The clone takes the old session's place: one UPDATE for all of `conn_ids`."""
+    tx.conn.execute(
+        "UPDATE sessions SET mode = ?, backend = ?, tag_type = ?, tag_ifname = ?,"
+        " tag_port = ?, reset_pending = 0"
+        " WHERE conn_id IN (SELECT value FROM json_each(?))",
+        (
+            mode,
+            backend,
+            None if tag is None else tag.type,
+            None if tag is None else tag.ifname,
+            None if tag is None else tag.port,
+            json.dumps(conn_ids),
+        ),
+    )
+
+
+# -- net.inet.tcp.switch_to_{sw,ifnet}_tls --------------------------------------------
+
+
+def switch_one(tx: Tx, ep: Endpoints, mode: int) -> int:
+    """sysctl_switch_tls() for one 4-tuple: 0, or the errno switch_tls prints."""
+    from ktls_core.net import tcp
+
+    conn = tcp.lookup(tx, ep)
+    if conn is None:
+        return Errno.ESRCH
+    try:
+        set_tx_mode(tx, conn, mode)
+    except KtlsError as exc:
+        return exc.errno
+    return 0
+
+
+_ALL_SQL = (
+    "SELECT c.id, c.family, c.laddr, c.lport, c.faddr, c.fport, c.flowid, c.nic_xmit_dis,"
+    " s.mode, s.cipher, s.vminor, s.auth, length(s.cipher_key)"
+    " FROM conns c LEFT JOIN sessions s ON s.conn_id = c.id"
+    " WHERE c.state != 'LISTEN' ORDER BY c.id"
+)
+
+
+def connection_names(tx: Tx, *, stack: str | None = None) -> list[str]:
+    """`lhost lport fhost fport` of every non-listening connection on `stack` (pcb order)."""
+    if stack is not None and stack != DEFAULT_STACK:
+        return []
+    rows = tx.conn.execute(
+        "SELECT laddr, lport, faddr, fport FROM conns WHERE state != 'LISTEN' ORDER BY id"
+    )
+    return [f"{la} {lp} {fa} {fp}" for la, lp, fa, fp in rows]
+
+
+class _Scaled:
+    """A CounterSink that applies every update `n` times: one decision for a group."""
+
+    def __init__(self, tx: Tx, n: int) -> None:
+        self.tx = tx
+        self.n = n
+
+    def count(self, name: str, delta: int = 1) -> None:
+        self.tx.count(name, delta * self.n)
+
+    def gauge(self, name: str, delta: int) -> None:
+        self.tx.gauge(name, delta * self.n)
+
+
+@dataclass(frozen=True, slots=True)
+class _Egress:
+    """A hashable copy of the parts of an egress a tag decision depends on."""
+
+    ifname: str
+    capenable: int
+    port: str | None
+    port_capenable: int
+    snd_tag: bool
+
+
+def switch_all(tx: Tx, mode: int, *, stack: str | None = None) -> list[tuple[str, int]]:
+    """switch_tls -a / -S: every non-listening connection, in pcb order: (name, errno)."""
+    if stack is not None and stack != DEFAULT_STACK:
+        return []
+    if mode not in (TCP_TLS_MODE_SW, TCP_TLS_MODE_IFNET):
+        raise KtlsError(Errno.EINVAL, f"TLS mode {mode}")
+    rows = tx.conn.execute(_ALL_SQL).fetchall()
+    names = [f"{r[2]} {r[3]} {r[4]} {r[5]}" for r in rows]
+    errnos = [0] * len(rows)
+    ealready = bool(tx.profile.feature("ifnet_switch_ealready"))
+    # Group the rows whose outcome is not a plain "no session / same mode" 0.
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    net: Network | None = None
+    egress_cache: dict[tuple[int, str, int], _Egress | None] = {}
+    for i, r in enumerate(rows):
+        current = r[8]
+        if current is None:
+            continue  # no KTLS session: ktls_set_tx_mode() returns 0
+        if current == mode and not (ealready and mode == TCP_TLS_MODE_IFNET):
+            continue
+        key: tuple[Any, ...] = (current, r[9], r[10], r[11], r[12], bool(r[7]))
+        if mode == TCP_TLS_MODE_IFNET and current != mode:
+            if net is None:
+                net = load_net(tx)
+            ekey = (r[1], r[4], r[6])
+            if ekey not in egress_cache:
+                e = tls_egress(net, r[1], r[4], r[6])
+                egress_cache[ekey] = (
+                    None
+                    if e is None
+                    else _Egress(e.ifname, e.capenable, e.port, e.port_capenable, e.snd_tag)
+                )
+            key += (r[1], egress_cache[ekey])
+        groups.setdefault(key, []).append(i)
+    for key, members in groups.items():
+        errno = _switch_group(tx, mode, key, [rows[i][0] for i in members], ealready)
+        if errno:
+            for i in members:
+                errnos[i] = errno
+    return list(zip(names, errnos, strict=True))
+
+
+def _switch_group(
+    tx: Tx, mode: int, key: tuple[Any, ...], conn_ids: list[int], ealready: bool
+) -> int:
+    """ktls_set_tx_mode() once for sessions that all get the same answer; their errno."""
+    from ktls_core.tls import session as sessions
+
+    current, cipher, _vminor, _auth, _key_len, nic_dis = key[:6]
+    # Every session of the group has this suite and key size: one speaks for all.
+    first = sessions.get(tx, conn_ids[0])
+    assert first is not None
+    try_sw = _SwTry(tx, first)
+    egress: _Egress | None = key[7] if len(key) > 6 else None
+    family = key[6] if len(key) > 6 else 4
+
+    def try_ifnet_tag() -> SendTag:
+        return ifnet_tls.alloc_snd_tag(egress, ipv6=family == 6, force=True, permitted=True)
+
+    try:
+        change = ifnet_tls.set_tx_mode(
+            _Scaled(tx, len(conn_ids)),
+            mode,
+            current=current,
+            gauge=gauge_name(cipher),
+            ealready=ealready,
+            nic_xmit_disabled=nic_dis,
+            try_ifnet_tag=try_ifnet_tag,
+            try_sw=try_sw,
+        )
+    except KtlsError as exc:
+        return exc.errno
+    if change.changed:
+        _store_mode(tx, conn_ids, mode, try_sw.backend, change.tag)
+    return 0
