@@ -53,3 +53,29 @@ def boot(tx: Tx, topology_path: str | None) -> None:
     up = [n for n in net.names() if net.link_up(n)]
     up.sort(key=lambda n: (net._depth(n), net.interfaces[n].index))
     log(tx, [f"{n}: link state changed to UP" for n in up])
+
+
+def peek(state_path: str | None) -> Network | None:
+    """The network of an existing state, read-only, for shell completion.
+
+    Never raises and never creates or boots a state: a missing or unreadable
+    state gives None.
+    """
+    import os
+
+    try:
+        from ktls_core.kernel import Kernel
+        from ktls_core.store import default_path
+
+        path = os.path.abspath(state_path or default_path())
+        if not os.path.exists(path):
+            return None
+        kernel = Kernel.open(path, create=False, boot=False)
+        try:
+            with kernel.snapshot() as tx:
+                data = tx.doc(DOC_KEY)
+                return Network.from_dict(data) if isinstance(data, dict) else None
+        finally:
+            kernel.store.close()
+    except Exception:  # completion never raises
+        return None
