@@ -108,10 +108,18 @@ class KtlsError(Exception):
         return strerror(self.errno)
 
 
-class StateError(Exception):
-    """The state file cannot be used; the message names the file."""
+RESET_HINT = "run 'ktls state reset' to start over"
 
-    def __init__(self, path: str, problem: str) -> None:
+
+class StateError(Exception):
+    """The state file cannot be used; the message names the file.
+
+    `hint` follows the problem; it is the reset advice unless the problem will pass
+    by itself (a busy state must not send people to `ktls state reset`).
+    """
+
+    def __init__(self, path: str, problem: str, hint: str = RESET_HINT) -> None:
         self.path = path
         self.problem = problem
-        super().__init__(f"{path}: {problem}; run 'ktls state reset' to start over")
+        self.hint = hint
+        super().__init__(f"{path}: {problem}; {hint}")

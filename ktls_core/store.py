@@ -21,6 +21,8 @@ from ktls_core.errors import StateError
 # PRAGMA application_id: "kTLS" tells our databases from other applications' SQLite files.
 APPLICATION_ID = 0x6B544C53
 BUSY_TIMEOUT_MS = 60_000
+BUSY = "state is busy (another ktls holds it)"
+BUSY_HINT = "try again when that command is done"
 
 # Migrations: MIGRATIONS[n] brings a database from schema version n to n + 1.
 # A migration is a list of statements; never edit one that has shipped, append a new one.
@@ -253,7 +255,7 @@ class Store:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise _state_error(self.path, exc) from None
                 if time.monotonic() > deadline:
-                    raise StateError(self.path, "state is busy (another ktls holds it)") from None
+                    raise StateError(self.path, BUSY, BUSY_HINT) from None
                 time.sleep(0.005)
 
     def close(self) -> None:
@@ -321,7 +323,7 @@ def _state_error(path: str, exc: sqlite3.Error) -> StateError:
     if "unable to open" in text:
         return StateError(path, "cannot open state file")
     if "locked" in text or "busy" in text:
-        return StateError(path, "state is busy (another ktls holds it)")
+        return StateError(path, BUSY, BUSY_HINT)
     return StateError(path, f"state file is corrupt ({text})")
 
 
