@@ -7,8 +7,9 @@ Routes come from two places, as in the kernel:
   route of each address (`192.0.2.0/24 link#1 U em0`; the first interface with
   that prefix owns it, in ifindex order), and the host route of each local
   address through lo0 (`192.0.2.10 link#1 UHS lo0`). An inet address on a
-  loopback interface gets one `UH` host route on that interface instead
-  (in_ifinit() makes lo0's address its own destination). Deleting or changing a
+  loopback interface, and an inet6 one with a full-length prefix (::1), gets
+  one `UH` host route on that interface instead (in_ifinit() makes lo0's
+  address its own destination). Deleting or changing a
   pinned route is EADDRINUSE (rt_unlinkrte(): "gateway uses the same route");
   when an address brings in a kernel route with the key of a static route, the
   static route is replaced (the pinned add wins).
@@ -284,7 +285,11 @@ def connected_routes(net: Network) -> list[Route]:
             ip = a.ip
             zone = name if a.link_local else None
             host = f"{ip}/{ip.max_prefixlen}"
-            if a.family == "inet" and iface.kind == LOOPBACK:
+            # On a loopback interface an inet address, and an inet6 address with a
+            # full-length prefix (::1), is its own destination: one UH host route
+            # on that interface and no loopback route (real `netstat -rn` shows
+            # `::1 link#N UH lo0`; the reference's UHS example is derived).
+            if iface.kind == LOOPBACK and (a.family == "inet" or a.prefixlen == ip.max_prefixlen):
                 add(
                     Route(host, name, RTF_UP | RTF_HOST | RTF_PINNED, link=name, origin="connected")
                 )
