@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sysctl": ("ktls_cli.commands.sysctl:cli", "Get or set kernel state (sysctl(8))."),
     "state": ("ktls_cli.commands.state:cli", "Create, inspect, export and reset the state."),
     "ifconfig": ("ktls_cli.commands.ifconfig:cli", "Configure network interfaces (ifconfig(8))."),
+    "route": ("ktls_cli.commands.route:cli", "Manipulate the routing table (route(8))."),
     "switch_tls": ("ktls_cli.commands.switch_tls:cli", "Move TLS sessions between sw and ifnet."),
 }
 
