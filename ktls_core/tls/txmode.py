@@ -23,21 +23,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ktls_core.errors import Errno, KtlsError
-from ktls_core.tls import ifnet_tls
-from ktls_core.tls.ifnet_tls import (
-    TCP_TLS_MODE_IFNET,
-    TCP_TLS_MODE_NONE,
-    TCP_TLS_MODE_SW,
-    EgressView,
-    ModeChange,
-    SendTag,
-)
+from ktls_core.tls.session import TCP_TLS_MODE_IFNET, TCP_TLS_MODE_NONE, TCP_TLS_MODE_SW
 from ktls_core.tls.suites import gauge_name
 
 if TYPE_CHECKING:
     from ktls_core.kernel import Tx
     from ktls_core.net.ifnet import Network
     from ktls_core.net.tcp import Conn, Endpoints
+    from ktls_core.tls.ifnet_tls import EgressView, ModeChange, SendTag
     from ktls_core.tls.session import Session
 
 __all__ = [
@@ -74,6 +67,7 @@ def tls_egress(net: Network, family: int, faddr: str, flowid: int) -> EgressView
     there (EOPNOTSUPP) and an old tag does not match it.
     """
     from ktls_core.net import route
+    from ktls_core.tls import ifnet_tls
 
     try:
         return route.egress(net, faddr, flowid)
@@ -117,6 +111,7 @@ def set_tx_mode(tx: Tx, conn: Conn, mode: int, *, net: Network | None = None) ->
     counter and the CBC chain carry over: only mode, backend and tag change.
     """
     from ktls_core.net.tcp import LISTEN
+    from ktls_core.tls import ifnet_tls
     from ktls_core.tls import session as sessions
 
     s = sessions.get(tx, conn.id)
@@ -168,12 +163,29 @@ def _store_mode(
 
 
 def switch_one(tx: Tx, ep: Endpoints, mode: int) -> int:
-    """sysctl_switch_tls() for one 4-tuple: 0, or the errno switch_tls prints."""
+    """sysctl_switch_tls() for one 4-tuple: 0, or the errno switch_tls prints.
+
+    The answers that need no session object (no such pcb, no KTLS, already in
+    that mode) come from one indexed SELECT, so `switch_tls -s CONN` costs the
+    same with 100,000 connections and loads nothing of the ifnet machinery.
+    """
     from ktls_core.net import tcp
 
-    conn = tcp.lookup(tx, ep)
-    if conn is None:
+    row = tx.conn.execute(
+        "SELECT c.state, s.mode FROM conns c LEFT JOIN sessions s ON s.conn_id = c.id"
+        " WHERE c.laddr = ? AND c.lport = ? AND c.faddr = ? AND c.fport = ?",
+        (ep.laddr, ep.lport, ep.faddr, ep.fport),
+    ).fetchone()
+    if row is None:
         return Errno.ESRCH
+    state, current = row
+    if state != tcp.LISTEN and mode in (TCP_TLS_MODE_SW, TCP_TLS_MODE_IFNET):
+        ealready = mode == TCP_TLS_MODE_IFNET and tx.profile.feature("ifnet_switch_ealready")
+        # ktls_set_tx_mode()'s "return (0)" cases (the EALREADY check comes first).
+        if current is None or (current == mode and not ealready):
+            return 0
+    conn = tcp.lookup(tx, ep)
+    assert conn is not None
     try:
         set_tx_mode(tx, conn, mode)
     except KtlsError as exc:
@@ -270,6 +282,7 @@ def _switch_group(
     tx: Tx, mode: int, key: tuple[Any, ...], conn_ids: list[int], ealready: bool
 ) -> int:
     """ktls_set_tx_mode() once for sessions that all get the same answer; their errno."""
+    from ktls_core.tls import ifnet_tls
     from ktls_core.tls import session as sessions
 
     current, cipher, _vminor, _auth, _key_len, nic_dis = key[:6]
