@@ -8,6 +8,10 @@
   lookup by 4-tuple (ESRCH when there is none), then ktls_set_tx_mode(). A
   connection without KTLS answers 0, so switch_tls prints "switched" for it.
 - `tls_egress()`: the route's egress as ifnet TLS sees it.
+- The transmit path's tasks: `output_eagain()` (reset_pending),
+  `reset_send_tag()` (the ktls_reset_send_tag() task: a new tag, or the
+  connection dropped) and `account_retransmit()` (tcp_account_for_send() and
+  ktls_disable_ifnet() behind kern.ipc.tls.ifnet_max_rexmit_pct).
 
 `switch_all()` is set-oriented, for `switch_tls -a` over 100,000 connections:
 one SELECT of every non-listening connection with its session, the sessions
@@ -30,7 +34,13 @@ if TYPE_CHECKING:
     from ktls_core.kernel import Tx
     from ktls_core.net.ifnet import Network
     from ktls_core.net.tcp import Conn, Endpoints
-    from ktls_core.tls.ifnet_tls import EgressView, ModeChange, SendTag
+    from ktls_core.tls.ifnet_tls import (
+        EgressView,
+        IfnetDisabled,
+        ModeChange,
+        ResetOutcome,
+        SendTag,
+    )
     from ktls_core.tls.session import Session
 
 __all__ = [
@@ -312,3 +322,111 @@ def _switch_group(
     if change.changed:
         _store_mode(tx, conn_ids, mode, try_sw.backend, change.tag)
     return 0
+
+
+# -- the transmit path's tasks: ktls_output_eagain(), ktls_reset_send_tag(), ------------
+# -- tcp_account_for_send() and ktls_disable_ifnet() ---------------------------------
+
+
+def session_tag(s: Session) -> SendTag | None:
+    """The session's send tag, or None (software, or a reset freed it)."""
+    from ktls_core.tls.ifnet_tls import SendTag
+
+    if s.tag_port is None or s.tag_ifname is None or s.tag_type is None:
+        return None
+    return SendTag(s.tag_type, s.tag_ifname, s.tag_port)
+
+
+def output_eagain(tx: Tx, conn_id: int) -> bool:
+    """ktls_output_eagain(): mark a reset pending; True if this call queued the task."""
+    cur = tx.conn.execute(
+        "UPDATE sessions SET reset_pending = 1 WHERE conn_id = ? AND reset_pending = 0",
+        (conn_id,),
+    )
+    return cur.rowcount == 1
+
+
+def reset_send_tag(tx: Tx, conn: Conn, *, net: Network | None = None) -> ResetOutcome:
+    """The ktls_reset_send_tag() task, run before the command returns.
+
+    A new tag on the connection's current egress port (kern.ipc.tls.ifnet.reset),
+    or the connection is dropped with ECONNABORTED (reset_failed, reset_dropped)
+    and its session freed with it. Each outcome leaves a line in the message
+    buffer.
+    """
+    from ktls_core.net import tcp
+    from ktls_core.tls import ifnet_tls
+    from ktls_core.tls import session as sessions
+
+    s = sessions.get(tx, conn.id)
+    alive = s is not None and tcp.get(tx, conn.id) is not None
+    egress = tls_egress(net or load_net(tx), conn.family, conn.faddr, conn.flowid)
+    out = ifnet_tls.reset_send_tag(
+        tx,
+        conn=conn.name,
+        old=None if s is None else session_tag(s),
+        egress=egress,
+        ipv6=conn.family == 6,
+        dropped=not alive,
+    )
+    if out.tag is not None:
+        tx.conn.execute(
+            "UPDATE sessions SET tag_type = ?, tag_ifname = ?, tag_port = ?, reset_pending = 0"
+            " WHERE conn_id = ?",
+            (out.tag.type, out.tag.ifname, out.tag.port, conn.id),
+        )
+    elif alive:
+        tcp.drop(tx, conn)  # tcp_drop(tp, ECONNABORTED)
+    for event in out.events:
+        dmesg = getattr(event, "dmesg", None)
+        if dmesg is not None:
+            tx.log(dmesg())
+    return out
+
+
+def max_rexmit_pct(tx: Tx) -> int | None:
+    """kern.ipc.tls.ifnet_max_rexmit_pct, or None in a kernel without it (the seed)."""
+    from ktls_core.tls.ifnet_tls import IFNET_MAX_REXMIT_PCT
+
+    if IFNET_MAX_REXMIT_PCT not in tx.profile.by_name:
+        return None
+    return tx.sysctl(IFNET_MAX_REXMIT_PCT)
+
+
+def account_retransmit(tx: Tx, conn: Conn, nbytes: int) -> IfnetDisabled | None:
+    """tcp_account_for_send() for `nbytes` TCP resent on an ifnet session.
+
+    t_sndbytes is conns.tx_bytes (the TCP bytes sent or reserved for sending),
+    t_snd_rxt_bytes conns.rxt_bytes. Above kern.ipc.tls.ifnet_max_rexmit_pct
+    the ktls_disable_ifnet() task moves the session to software once per
+    connection (t_nic_ktls_xmit_dis, never cleared): ifnet_disable_ok or
+    ifnet_disable_failed.
+    """
+    from ktls_core.tls import ifnet_tls
+
+    row = tx.conn.execute(
+        "SELECT tx_bytes, rxt_bytes, nic_xmit_dis FROM conns WHERE id = ?", (conn.id,)
+    ).fetchone()
+    if row is None:
+        return None
+    acct = ifnet_tls.account_for_send(
+        int(row[0]),
+        int(row[1]),
+        nbytes,
+        is_rxt=True,
+        hw_tls=True,
+        max_rexmit_pct=max_rexmit_pct(tx),
+        disabled=bool(row[2]),
+    )
+    tx.conn.execute("UPDATE conns SET rxt_bytes = ? WHERE id = ?", (acct.rxt_bytes, conn.id))
+    if not acct.disable:
+        return None
+    tx.conn.execute("UPDATE conns SET nic_xmit_dis = 1 WHERE id = ?", (conn.id,))
+    _, event = ifnet_tls.disable_ifnet(
+        tx,
+        conn=conn.name,
+        rexmit_pct=acct.rexmit_pct,
+        switch=lambda: set_tx_mode(tx, conn, TCP_TLS_MODE_SW),
+    )
+    tx.log(event.dmesg())
+    return event

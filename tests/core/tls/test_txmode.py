@@ -1,0 +1,146 @@
+"""ifnet TLS on the state (ktls_core/tls/txmode.py): ktls_set_tx_mode() per connection,
+ktls_output_eagain() and the ktls_reset_send_tag() task, ifnet_max_rexmit_pct."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from ktls_core.errors import Errno, KtlsError
+from ktls_core.kernel import Kernel, Tx
+from ktls_core.net import tcp
+from ktls_core.tls import ifnet_tls, txmode
+from ktls_core.tls import session as sessions
+from ktls_core.tls.enable import TlsEnable
+from ktls_core.tls.suites import CryptoAlg
+
+PEER = ("198.51.100.10", "443", "198.51.100.7", "51514")
+NAME = " ".join(PEER)
+
+
+@contextmanager
+def kernel_tx(state: str) -> Iterator[Tx]:
+    kernel = Kernel.open(state)
+    try:
+        with kernel.transaction() as tx:
+            yield tx
+    finally:
+        kernel.store.close()
+
+
+def conn_of(tx: Tx) -> tcp.Conn:
+    return tcp.find(tx, tcp.parse_endpoints(PEER))
+
+
+def counter(tx: Tx, name: str) -> int:
+    return tx.sysctl(name)
+
+
+@pytest.fixture
+def ifnet_conn(state: str, init_state: Callable[..., Any], ktls: Callable[..., Any]) -> str:
+    """Current profile, ifnet permitted, txtls on lagg0: a new session goes to the NIC."""
+    init_state(state, "current", "--seed", "3")
+    assert ktls("sysctl", "kern.ipc.tls.enable=1", "kern.ipc.tls.ifnet.permitted=1").exit == 0
+    assert ktls("ifconfig", "lagg0", "txtls").exit == 0
+    with kernel_tx(state) as tx:
+        conn = tcp.connect(tx, tcp.parse_endpoints(PEER))
+        s = sessions.enable_tx(tx, conn, TlsEnable(CryptoAlg.AES_NIST_GCM_16, bytes(16), bytes(4)))
+        assert s.mode == ifnet_tls.TCP_TLS_MODE_IFNET
+        assert (s.tag_ifname, s.tag_port) == ("lagg0", "cc0")
+    return state
+
+
+def test_output_eagain_schedules_once(ifnet_conn: str) -> None:
+    with kernel_tx(ifnet_conn) as tx:
+        cid = conn_of(tx).id
+        assert txmode.output_eagain(tx, cid)
+        assert not txmode.output_eagain(tx, cid)
+        s = sessions.get(tx, cid)
+        assert s is not None and s.reset_pending
+
+
+def test_reset_after_failover_moves_the_tag(ifnet_conn: str, ktls: Any) -> None:
+    assert ktls("ifconfig", "cc0", "down").exit == 0
+    with kernel_tx(ifnet_conn) as tx:
+        conn = conn_of(tx)
+        txmode.output_eagain(tx, conn.id)
+        out = txmode.reset_send_tag(tx, conn)
+        assert out.tag is not None and (out.tag.ifname, out.tag.port) == ("lagg0", "cc1")
+        s = sessions.get(tx, conn.id)
+        assert s is not None and (s.tag_port, s.reset_pending) == ("cc1", False)
+        assert counter(tx, "kern.ipc.tls.ifnet.reset") == 1
+        assert tx.dmesg()[-1] == f"ktls_reset_send_tag: {NAME}: send tag moved from cc0 to cc1"
+
+
+def test_reset_onto_an_interface_without_txtls_drops_the_connection(
+    ifnet_conn: str, ktls: Any
+) -> None:
+    # A host route moves the peer to em0 (Intel, no TLS offload).
+    assert ktls("route", "add", "-host", "198.51.100.7", "-interface", "em0").exit == 0
+    with kernel_tx(ifnet_conn) as tx:
+        conn = conn_of(tx)
+        txmode.output_eagain(tx, conn.id)
+        out = txmode.reset_send_tag(tx, conn)
+        assert (out.tag, out.dropped, out.reset_pending) == (None, True, True)
+        assert tcp.get(tx, conn.id) is None and sessions.get(tx, conn.id) is None
+        assert counter(tx, "kern.ipc.tls.ifnet.reset_failed") == 1
+        assert counter(tx, "kern.ipc.tls.ifnet.reset_dropped") == 1
+        assert counter(tx, "kern.ipc.tls.ifnet.gcm") == 0
+        assert counter(tx, "kern.ipc.tls.stats.active") == 0
+        assert tx.dmesg()[-1] == (
+            f"ktls_reset_send_tag: {NAME}: no send tag on em0: Operation not supported;"
+            " connection dropped"
+        )
+
+
+def test_retransmissions_above_the_limit_move_the_session_to_software(
+    ifnet_conn: str, ktls: Any
+) -> None:
+    with kernel_tx(ifnet_conn) as tx:
+        conn = conn_of(tx)
+        tcp.reserve_seq(tx, conn, 100_000)  # t_sndbytes
+        assert txmode.account_retransmit(tx, conn, 2_000) is None  # 1.96 % -> 1
+        event = txmode.account_retransmit(tx, conn, 2_000)  # 3.8 % > 2
+        assert event is not None and event.ok and event.rexmit_pct == 3
+        s = sessions.get(tx, conn.id)
+        assert s is not None and (s.mode, s.tag_port) == (ifnet_tls.TCP_TLS_MODE_SW, None)
+        assert counter(tx, "kern.ipc.tls.stats.ifnet_disable_ok") == 1
+        assert counter(tx, "kern.ipc.tls.stats.switch_to_sw") == 1
+        assert (counter(tx, "kern.ipc.tls.sw.gcm"), counter(tx, "kern.ipc.tls.ifnet.gcm")) == (1, 0)
+        # t_nic_ktls_xmit_dis: never ifnet again on this connection.
+        with pytest.raises(KtlsError) as info:
+            txmode.set_tx_mode(tx, conn, ifnet_tls.TCP_TLS_MODE_IFNET)
+        assert info.value.errno == Errno.ENXIO
+        assert txmode.account_retransmit(tx, conn, 50_000) is None
+        assert counter(tx, "kern.ipc.tls.stats.ifnet_disable_ok") == 1
+
+
+def test_seed_has_no_rexmit_limit(state: str, init_state: Callable[..., Any], ktls: Any) -> None:
+    init_state(state, "seed")
+    with kernel_tx(state) as tx:
+        assert txmode.max_rexmit_pct(tx) is None
+        tx.set_sysctl("kern.ipc.tls.ifnet.permitted", 1)
+        conn = tcp.connect(tx, tcp.parse_endpoints(PEER))
+        assert txmode.account_retransmit(tx, conn, 10_000) is None
+        row = tx.conn.execute("SELECT rxt_bytes FROM conns WHERE id = ?", (conn.id,)).fetchone()
+        assert row[0] == 10_000
+
+
+def test_set_tx_mode_round_trip_keeps_sequence_state(ifnet_conn: str) -> None:
+    with kernel_tx(ifnet_conn) as tx:
+        conn = conn_of(tx)
+        tx.conn.execute("UPDATE sessions SET next_seq = 41 WHERE conn_id = ?", (conn.id,))
+        before = sessions.get(tx, conn.id)
+        change = txmode.set_tx_mode(tx, conn, ifnet_tls.TCP_TLS_MODE_SW)
+        assert (change.old, change.new, change.changed) == (2, 1, True)
+        change = txmode.set_tx_mode(tx, conn, ifnet_tls.TCP_TLS_MODE_IFNET)
+        assert change.tag is not None and change.tag.port == "cc0"
+        after = sessions.get(tx, conn.id)
+        assert before is not None and after is not None
+        assert (after.next_seq, after.nonce_ctr) == (41, before.nonce_ctr)
+        assert counter(tx, "kern.ipc.tls.stats.switch_to_sw") == 1
+        assert counter(tx, "kern.ipc.tls.stats.switch_to_ifnet") == 1
+        assert counter(tx, "kern.ipc.tls.stats.active") == 1
