@@ -575,12 +575,8 @@ def _complete_args(
         names = net.names() if net is not None else []
         era = net.era if net is not None else "seed"
         if not words:
-            if "l" in flags or "a" in flags:
-                options = list(AFS)
-            elif incomplete.startswith("-"):
-                options = ["-a", "-l", "-m", "-u", "-d"]
-            else:
-                options = names
+            # (words starting with '-' are click's to complete, not ours)
+            options = list(AFS) if "l" in flags or "a" in flags else names
         else:
             prev = words[-1] if len(words) > 1 else None
             if prev in ("laggport", "-laggport", "vlandev", "-vlandev"):
