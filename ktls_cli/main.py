@@ -19,6 +19,17 @@ from ktls_cli.env import Env
 # Command name -> "module:attribute". Help texts are kept here too so that
 # `ktls --help` can list every command without importing any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "send": ("ktls_cli.commands.send:cli", "Send data on a connection (write, sendfile, ...)."),
+    "decode": ("ktls_cli.commands.decode:cli", "Open a TLS record stream as the peer does."),
+    "netstat": ("ktls_cli.commands.netstat:cli", "Show connections and KTLS sessions (netstat)."),
+    "connect": ("ktls_cli.commands.connect:cli", "Open a TCP connection, optionally with KTLS."),
+    "setsockopt": ("ktls_cli.commands.setsockopt:cli", "Set a TCP option (TCP_TXTLS_ENABLE, ...)."),
+    "getsockopt": ("ktls_cli.commands.getsockopt:cli", "Read a TCP option (TCP_TXTLS_MODE)."),
+    "tcpdrop": ("ktls_cli.commands.tcpdrop:cli", "Drop TCP connections (tcpdrop(8))."),
+    "kldload": ("ktls_cli.commands.kldload:cli", "Load kernel modules (kldload(8))."),
+    "kldunload": ("ktls_cli.commands.kldunload:cli", "Unload kernel modules (kldunload(8))."),
+    "kldstat": ("ktls_cli.commands.kldstat:cli", "Show loaded kernel modules (kldstat(8))."),
+    "dmesg": ("ktls_cli.commands.dmesg:cli", "Print the kernel message buffer (dmesg(8))."),
     "sysctl": ("ktls_cli.commands.sysctl:cli", "Get or set kernel state (sysctl(8))."),
     "state": ("ktls_cli.commands.state:cli", "Create, inspect, export and reset the state."),
     "ifconfig": ("ktls_cli.commands.ifconfig:cli", "Configure network interfaces (ifconfig(8))."),

@@ -14,7 +14,7 @@ same transaction as the row, so `active` always equals the number of rows.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +30,9 @@ from ktls_core.tls.suites import (
 )
 
 if TYPE_CHECKING:
-    from ktls_core.kernel import Tx
+    from ktls_core.kernel import Kernel, Tx
     from ktls_core.net.route import Egress
-    from ktls_core.net.tcp import Conn
+    from ktls_core.net.tcp import Conn, Endpoints
     from ktls_core.tls.enable import TlsEnable
     from ktls_core.tls.record import RecordProtector
 
@@ -367,3 +367,23 @@ def protector(tx: Tx, s: Session) -> RecordProtector:
     if b is not None:
         return b.new_protector(params, s.max_frame_len)
     return make_protector(SessionKeys.from_enable(params), s.max_frame_len)
+
+
+def txtls_enable(kernel: Kernel, ep: Endpoints, make_params: Callable[[Tx], TlsEnable]) -> Session:
+    """setsockopt(TCP_TXTLS_ENABLE) as one kernel call.
+
+    `make_params` builds struct tls_enable inside the transaction (so random keys
+    come from the kernel's arc4rand()). A failure still commits what FreeBSD
+    counts for it (enable_calls, active up and down), then raises.
+    """
+    from ktls_core.net import tcp
+
+    failure: KtlsError | None = None
+    with kernel.transaction() as tx:
+        conn = tcp.find(tx, ep)
+        params = make_params(tx)
+        try:
+            return enable_tx(tx, conn, params)
+        except KtlsError as exc:
+            failure = exc
+    raise failure

@@ -17,6 +17,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 # pcap(5) file header: magic, version 2.4, thiszone, sigfigs, snaplen, linktype.
 PCAP_MAGIC = 0xA1B2C3D4
@@ -188,3 +189,138 @@ class PcapWriter:
         else:
             link = _ETHER.pack(flow.dst_mac or b"\xff" * 6, flow.src_mac, ethertype)
         return b"".join((link, ip, tcp, chunk))
+
+
+# -- reading a capture back (`ktls decode --pcap`) ---------------------------------------
+
+
+class PcapError(ValueError):
+    """The capture cannot be read; the message says where and why."""
+
+
+_ETHERTYPE_VLAN = 0x8100
+_ETHERTYPE_QINQ = 0x88A8
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One TCP segment's payload as captured."""
+
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    seq: int
+    payload: bytes
+
+
+def read_segments(data: bytes | bytearray | memoryview) -> list[Segment]:
+    """The TCP segments with payload in a pcap(5) capture (Ethernet, with or without
+    802.1Q tags, or DLT_NULL); other frames are skipped. PcapError for a bad file."""
+    import ipaddress
+
+    mv = memoryview(data).cast("B")
+    if len(mv) < _FILE_HDR.size:
+        raise PcapError("not a pcap file (shorter than its header)")
+    magic = int.from_bytes(mv[:4], "little")
+    if magic == PCAP_MAGIC:
+        order = "<"
+    elif magic == int.from_bytes(PCAP_MAGIC.to_bytes(4, "little"), "big"):
+        order = ">"
+    else:
+        raise PcapError("not a pcap file (bad magic number)")
+    linktype = struct.unpack_from(order + "I", mv, 20)[0] & 0xFFFF
+    if linktype not in (LINKTYPE_NULL, LINKTYPE_ETHERNET):
+        raise PcapError(f"link type {linktype} is neither Ethernet nor BSD loopback")
+    rec = struct.Struct(order + "IIII")
+    segments: list[Segment] = []
+    pos = _FILE_HDR.size
+    frame = 0
+    while pos < len(mv):
+        frame += 1
+        if pos + rec.size > len(mv):
+            raise PcapError(f"frame {frame}: truncated record header")
+        _sec, _usec, caplen, _length = rec.unpack_from(mv, pos)
+        pos += rec.size
+        if caplen > SNAPLEN or pos + caplen > len(mv):
+            raise PcapError(f"frame {frame}: truncated ({caplen} bytes announced)")
+        pkt = bytes(mv[pos : pos + caplen])
+        pos += caplen
+        seg = _parse_frame(pkt, linktype, ipaddress)
+        if seg is not None:
+            segments.append(seg)
+    return segments
+
+
+def _parse_frame(pkt: bytes, linktype: int, ipaddress: Any) -> Segment | None:
+    if linktype == LINKTYPE_NULL:
+        if len(pkt) < 4:
+            return None
+        af = int.from_bytes(pkt[:4], "little")
+        off = 4
+        ethertype = (
+            ETHERTYPE_IP if af == BSD_AF_INET else ETHERTYPE_IPV6 if af in (24, 28, 30) else 0
+        )
+    else:
+        if len(pkt) < 14:
+            return None
+        ethertype = int.from_bytes(pkt[12:14], "big")
+        off = 14
+        while ethertype in (_ETHERTYPE_VLAN, _ETHERTYPE_QINQ) and len(pkt) >= off + 4:
+            ethertype = int.from_bytes(pkt[off + 2 : off + 4], "big")
+            off += 4
+    if ethertype == ETHERTYPE_IP:
+        if len(pkt) < off + IPV4_HLEN or pkt[off] >> 4 != 4:
+            return None
+        ihl = (pkt[off] & 0x0F) * 4
+        total = int.from_bytes(pkt[off + 2 : off + 4], "big")
+        if pkt[off + 9] != IPPROTO_TCP or ihl < IPV4_HLEN:
+            return None
+        src = ipaddress.ip_address(pkt[off + 12 : off + 16]).compressed
+        dst = ipaddress.ip_address(pkt[off + 16 : off + 20]).compressed
+        end = min(len(pkt), off + total)
+        off += ihl
+    elif ethertype == ETHERTYPE_IPV6:
+        if len(pkt) < off + IPV6_HLEN or pkt[off + 6] != IPPROTO_TCP:
+            return None
+        plen = int.from_bytes(pkt[off + 4 : off + 6], "big")
+        src = ipaddress.ip_address(pkt[off + 8 : off + 24]).compressed
+        dst = ipaddress.ip_address(pkt[off + 24 : off + 40]).compressed
+        end = min(len(pkt), off + IPV6_HLEN + plen)
+        off += IPV6_HLEN
+    else:
+        return None
+    if end < off + TCP_HLEN:
+        return None
+    sport, dport, seq = struct.unpack_from("!HHI", pkt, off)
+    doff = (pkt[off + 12] >> 4) * 4
+    payload = pkt[off + doff : end]
+    if not payload:
+        return None
+    return Segment(src, sport, dst, dport, seq, payload)
+
+
+def reassemble(
+    segments: list[Segment], *, src: str | None = None, sport: int | None = None
+) -> tuple[bytes, tuple[str, int, str, int]]:
+    """The byte stream of one direction of one connection, in TCP sequence order.
+
+    The flow is the one sending from `src`:`sport` (or the first flow seen);
+    retransmitted bytes are kept once; a hole is a PcapError naming the offset.
+    """
+    flows = [
+        s for s in segments if (src is None or s.src == src) and (sport is None or s.sport == sport)
+    ]
+    if not flows:
+        raise PcapError("no TCP payload from the connection in the capture")
+    first = flows[0]
+    key = (first.src, first.sport, first.dst, first.dport)
+    mine = [s for s in flows if (s.src, s.sport, s.dst, s.dport) == key]
+    base = min(mine, key=lambda s: (s.seq - first.seq) & 0xFFFFFFFF).seq
+    pieces = sorted(((s.seq - base) & 0xFFFFFFFF, s.payload) for s in mine)
+    out = bytearray()
+    for off, payload in pieces:
+        if off > len(out):
+            raise PcapError(f"bytes {len(out)}..{off - 1} of the stream are missing")
+        out += payload[len(out) - off :]
+    return bytes(out), key

@@ -1,0 +1,175 @@
+"""Files and streams for the transmit path: the core reads a `Source` and writes a `Wire`.
+
+The core (ktls_core.tls.output) never opens a file. These adapters give it the
+data of a send (--data, --hex, --file, --stdin) and take its ready bytes to
+--out (the TLS byte stream), --pcap (frames on the egress interface) or both.
+A real socket (issue 7) is one more Wire: `transmit()` calls `sendall()`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ktls_core.tls.output import Link, Wire
+    from ktls_core.wire.pcap import PcapWriter
+
+
+class BytesSource:
+    """--data / --hex: bytes already in memory (bounded by the argument length)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+
+    def size(self) -> int:
+        return len(self._data)
+
+    def fill(self, buf: memoryview) -> int:
+        n = min(len(buf), len(self._data) - self._pos)
+        buf[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+class FdSource:
+    """--file (a regular file: its size is known, so the send is reserved whole) or
+    --stdin (a stream: reserved batch by batch). Reads go straight into the core's
+    preallocated buffers; nothing is held beyond one batch."""
+
+    def __init__(self, fd: int, *, regular: bool, size: int | None, owned: bool = False) -> None:
+        self.fd = fd
+        self.regular = regular
+        self._size = size
+        self._owned = owned  # opened here (--file), not inherited (stdin)
+
+    @classmethod
+    def open(cls, path: str) -> FdSource:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(21, "Is a directory", path)
+        except BaseException:
+            os.close(fd)
+            raise
+        regular = stat.S_ISREG(st.st_mode)
+        return cls(fd, regular=regular, size=st.st_size if regular else None, owned=True)
+
+    def size(self) -> int | None:
+        return self._size
+
+    def fill(self, buf: memoryview) -> int:
+        total = 0
+        want = len(buf)
+        while total < want:
+            n = os.readv(self.fd, [buf[total:]])
+            if n == 0:
+                break
+            total += n
+        return total
+
+    def close(self) -> None:
+        if self._owned:
+            self._owned = False
+            os.close(self.fd)
+
+
+class StreamSource:
+    """A binary stream without a file descriptor (a test's BytesIO for stdin)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+
+    def size(self) -> None:
+        return None
+
+    def fill(self, buf: memoryview) -> int:
+        total = 0
+        while total < len(buf):
+            n = self.stream.readinto(buf[total:])  # type: ignore[attr-defined]
+            if not n:
+                break
+            total += n
+        return total
+
+
+class OutWire:
+    """--out FILE: the TLS byte stream in order (what the peer's TCP delivers)."""
+
+    def __init__(self, fd: int, *, close: bool) -> None:
+        self.fd = fd
+        self._close = close
+
+    @classmethod
+    def open(cls, path: str) -> OutWire:
+        if path == "-":
+            return cls(1, close=False)
+        return cls(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), close=True)
+
+    def transmit(self, data: memoryview, tcp_seq: int, link: Link) -> None:
+        view = data
+        while len(view):
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+    def close(self) -> None:
+        if self._close:
+            os.close(self.fd)
+
+
+class StreamWire:
+    """--out - when stdout is not a file descriptor (tests): write to a binary stream."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+
+    def transmit(self, data: memoryview, tcp_seq: int, link: Link) -> None:
+        self.stream.write(data)
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class PcapWire:
+    """--pcap FILE: Ethernet (or lo0's DLT_NULL) frames, cut at the egress MSS."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fh: IO[bytes] | None = None
+        self._writer: PcapWriter | None = None
+        self.frames = 0
+
+    def _open(self, link: Link) -> PcapWriter:
+        from ktls_core.wire.pcap import PcapWriter
+
+        self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._writer = PcapWriter(self._fh.write, link.flow.linktype)
+        return self._writer
+
+    def transmit(self, data: memoryview, tcp_seq: int, link: Link) -> None:
+        writer = self._writer or self._open(link)
+        self.frames += writer.tcp_segments(link.flow, tcp_seq, data)
+
+    def close(self) -> None:
+        """Close the file; a send without frames still leaves a valid (empty) capture."""
+        if self._fh is None:
+            from ktls_core.wire.pcap import LINKTYPE_ETHERNET, PcapWriter
+
+            with open(self.path, "wb") as fh:
+                PcapWriter(fh.write, LINKTYPE_ETHERNET).start()
+            return
+        self._fh.close()
+
+
+class TeeWire:
+    """Several wires at once (--out and --pcap)."""
+
+    def __init__(self, wires: list[Wire]) -> None:
+        self.wires = wires
+
+    def transmit(self, data: memoryview, tcp_seq: int, link: Link) -> None:
+        for wire in self.wires:
+            wire.transmit(data, tcp_seq, link)

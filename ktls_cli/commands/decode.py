@@ -1,0 +1,222 @@
+"""`ktls decode FILE (CONN | TLS options) [--first-seq N] [--pcap] [--plaintext OUT]`.
+
+The peer's view of a TLS byte stream (an `ktls send --out` file, or with --pcap
+the payload of a capture reassembled in TCP sequence order): every record is
+opened with the session's keys and the sequence number it must carry, from
+--first-seq on (default: the session's first sequence number, else 0). With
+CONN the keys come from the state's session; otherwise from the TLS options.
+TLS 1.0 AES-CBC chains IVs across records: for a stream that does not start at
+the session's first record, give the chain IV with --iv.
+
+Text output is one line per record and a summary; a record that does not open
+(bad tag, MAC, padding, length) is reported with its sequence number and the
+decoding goes on. Exit 0 when every record opened, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from ktls_cli.connections import complete
+from ktls_cli.env import Env
+from ktls_cli.tlsopts import collect, tls_options
+
+if TYPE_CHECKING:
+    from ktls_core.tls.record import SessionKeys
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+READ_CHUNK = 1 << 20
+
+pass_env = click.make_pass_decorator(Env)
+
+
+@click.command("decode")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("conn", nargs=-1, shell_complete=complete)
+@tls_options
+@click.option(
+    "--first-seq", type=click.IntRange(0, 2**64 - 1), help="Sequence of the first record."
+)
+@click.option("--pcap", "is_pcap", is_flag=True, help="FILE is a pcap capture, not a byte stream.")
+@click.option(
+    "--plaintext", "plain_path", metavar="OUT", help="Write the plaintext to OUT (- stdout)."
+)
+@pass_env
+def cli(
+    env: Env,
+    /,
+    file: str,
+    conn: tuple[str, ...],
+    first_seq: int | None,
+    is_pcap: bool,
+    plain_path: str | None,
+    **kwargs: Any,
+) -> None:
+    """Open every TLS record of FILE with CONN's keys (or the TLS options given).
+
+    Exit status: 0 every record opened, 1 a record failed or FILE could not be
+    read, 2 usage error.
+    """
+    opts = collect(kwargs)
+    keys, start, flow = _keys(env, conn, opts, first_seq)
+    if plain_path == "-" and env.machine:
+        raise click.UsageError("--plaintext - and --format json both want stdout")
+    try:
+        chunks = _read(file, is_pcap, flow)
+    except OSError as exc:
+        env.err(f"decode: {file}: {exc.strerror}")
+        raise click.exceptions.Exit(EXIT_FAILURE) from None
+    except ValueError as exc:  # pcap.PcapError
+        env.err(f"decode: {file}: {exc}")
+        raise click.exceptions.Exit(EXIT_FAILURE) from None
+    _decode(env, keys, start, chunks, plain_path)
+
+
+def _keys(
+    env: Env, conn: tuple[str, ...], opts: Any, first_seq: int | None
+) -> tuple[SessionKeys, int, tuple[str, int] | None]:
+    """The keys, the first sequence number and (with CONN) the flow to take from a pcap."""
+    from ktls_cli.commands.setsockopt import resolve
+    from ktls_cli.tlsopts import session_keys
+    from ktls_core.errors import KtlsError
+
+    if not conn:
+        if opts.random_keys:
+            raise click.UsageError("decode cannot guess keys (--random-keys)")
+        try:
+            return session_keys(opts), first_seq or 0, None
+        except KtlsError as exc:
+            raise click.UsageError(f"bad TLS options: {exc.detail or exc.strerror}") from None
+    if opts.given and (opts.key or opts.cipher or opts.version or opts.auth or opts.auth_key):
+        raise click.UsageError("give CONN or TLS options, not both (only --iv goes with CONN)")
+    ep = resolve(env, "decode", list(conn))
+    from dataclasses import replace
+
+    from ktls_core.net import tcp
+    from ktls_core.tls import session
+    from ktls_core.tls.record import SessionKeys
+
+    with env.kernel().snapshot() as tx:
+        c = tcp.lookup(tx, ep)
+        s = session.get(tx, c.id) if c is not None else None
+    if c is None:
+        env.err(f"decode: {ep}: No such process")
+        raise click.exceptions.Exit(EXIT_FAILURE)
+    if s is None:
+        env.err(f"decode: {ep}: no KTLS session")
+        raise click.exceptions.Exit(EXIT_FAILURE)
+    keys = SessionKeys.from_enable(session.tls_enable(s))
+    if opts.iv is not None:
+        try:
+            keys = replace(keys, iv=opts.iv)
+        except KtlsError as exc:
+            raise click.UsageError(f"--iv: {exc.detail}") from None
+    return keys, s.start_seq if first_seq is None else first_seq, (c.laddr, c.lport)
+
+
+def _read(path: str, is_pcap: bool, flow: tuple[str, int] | None) -> Any:
+    """The stream's bytes in chunks (a capture is reassembled first)."""
+    if is_pcap:
+        from ktls_core.wire.pcap import read_segments, reassemble
+
+        data = _slurp(path)
+        src, sport = flow if flow is not None else (None, None)
+        stream, _key = reassemble(read_segments(data), src=src, sport=sport)
+        return iter([stream])
+    return _chunks(path)
+
+
+def _slurp(path: str) -> bytes:
+    import sys
+
+    if path == "-":
+        return bytes(sys.stdin.buffer.read())
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _chunks(path: str) -> Any:
+    import sys
+
+    fh: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    try:
+        while True:
+            chunk = fh.read(READ_CHUNK)
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+
+
+def _decode(env: Env, keys: SessionKeys, start: int, chunks: Any, plain_path: str | None) -> None:
+    from ktls_cli.render import document
+    from ktls_core.errors import strerror
+    from ktls_core.tls.suites import record_type_name
+    from ktls_core.wire.decode import BadRecord, StreamDecoder
+
+    decoder = StreamDecoder(keys, start)
+    plain_out: IO[bytes] | None = None
+    if plain_path == "-":
+        env.stdout.flush()
+        plain_out = env.stdout.buffer  # type: ignore[attr-defined]
+    elif plain_path is not None:
+        try:
+            plain_out = open(plain_path, "wb")  # noqa: SIM115
+        except OSError as exc:
+            env.err(f"decode: {plain_path}: {exc.strerror}")
+            raise click.exceptions.Exit(EXIT_FAILURE) from None
+    text = env.stderr if plain_path == "-" else env.stdout
+    records: list[dict[str, Any]] = []
+    good = bad = nbytes = 0
+
+    def handle(events: list[Any]) -> None:
+        nonlocal good, bad, nbytes
+        for ev in events:
+            if isinstance(ev, BadRecord):
+                bad += 1
+                line = f"record {ev.index}: seq {ev.seq}, offset {ev.offset}: {strerror(ev.errno)}"
+                doc = {"index": ev.index, "seq": ev.seq, "offset": ev.offset, "ok": False,
+                       "errno": int(ev.errno), "error": ev.reason}  # fmt: skip
+                line += f" ({ev.reason})"
+            else:
+                good += 1
+                nbytes += ev.length
+                if plain_out is not None:
+                    plain_out.write(ev.plaintext)
+                line = (
+                    f"record {ev.index}: seq {ev.seq}, type {ev.type}"
+                    f" ({record_type_name(ev.type)}), length {ev.length}, wire {ev.wire_length}"
+                )
+                doc = {"index": ev.index, "seq": ev.seq, "type": ev.type,
+                       "type_name": record_type_name(ev.type), "version": f"0x{ev.version:04x}",
+                       "length": ev.length, "wire_length": ev.wire_length, "ok": True}  # fmt: skip
+            if env.machine:
+                records.append(doc)
+            else:
+                text.write(line + "\n")
+
+    try:
+        for chunk in chunks:
+            handle(decoder.feed(chunk))
+        handle(decoder.close())
+    except OSError as exc:
+        env.err(f"decode: {exc.strerror}")
+        raise click.exceptions.Exit(EXIT_FAILURE) from None
+    finally:
+        if plain_out is not None and plain_path != "-":
+            plain_out.close()
+        elif plain_out is not None:
+            plain_out.flush()
+    if env.machine:
+        summary = {"record_count": good + bad, "bad_records": bad, "bytes": nbytes,
+                   "first_seq": start, "next_seq": decoder.next_seq}  # fmt: skip
+        document(env, "decode", {"records": records, **summary})
+    else:
+        verdict = "all authentic" if not bad else f"{bad} bad"
+        text.write(f"{good + bad} records, {nbytes} bytes, {verdict}\n")
+    if bad:
+        raise click.exceptions.Exit(EXIT_FAILURE)

@@ -1,0 +1,94 @@
+"""`ktls kldunload [-fv] [-n] name ... | -i id ...`: unload kernel modules (kldunload(8)).
+
+ktls_ocf's unload handler refuses with EBUSY unless the loader tunable
+kern.ipc.tls.allow_unload is 1 (dmesg: `KTLS: Deregistering crypto method OCF
+is not supported`), and while any software session uses the backend; `-f` does
+not help. Like kldunload(8), the first failure ends the run with exit 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ktls_cli.env import Env
+from ktls_cli.getopt import GetoptError, getopt
+
+PROG = "kldunload"
+USAGE = "usage: kldunload [-fv] -i id ...\n       kldunload [-fv] [-n] name ...\n"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+pass_env = click.make_pass_decorator(Env)
+
+
+@click.command(
+    "kldunload",
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+        "help_option_names": ["--help"],
+    },
+)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@pass_env
+def cli(env: Env, argv: tuple[str, ...]) -> None:
+    """Unload kernel modules (kldunload(8)).
+
+    \b
+    kldunload [-fv] -i id ...
+    kldunload [-fv] [-n] name ...
+
+    Exit status: 0 success, 1 failure, 2 usage error.
+    """
+    from ktls_cli.render import document
+    from ktls_core import kld
+    from ktls_core.errors import Errno, KtlsError, strerror
+
+    try:
+        opts, words = getopt(PROG, list(argv), "finv")
+    except GetoptError as exc:
+        env.err(exc.message)
+        env.stderr.write(USAGE)
+        raise click.exceptions.Exit(EXIT_USAGE) from None
+    flags = {ch for ch, _ in opts}
+    if not words or ("i" in flags and "n" in flags):
+        env.stderr.write(USAGE)
+        raise click.exceptions.Exit(EXIT_USAGE)
+    entries: list[dict[str, Any]] = []
+    kernel = env.kernel()
+
+    def fail(message: str) -> None:
+        if env.machine:
+            document(env, "kldunload", {"files": entries})
+        env.err(f"{PROG}: {message}")
+        raise click.exceptions.Exit(EXIT_FAILURE)
+
+    for word in words:
+        with kernel.transaction() as tx:
+            if "i" in flags:
+                if not word.lstrip("-").isdigit() or int(word) < 0:
+                    fail(f"Invalid ID {word}")
+                f = next((x for x in kld.files(tx) if x.id == int(word)), None)
+            else:
+                f = kld.find_file(tx, word)
+                if f is None:
+                    fail(f"can't find file {word}")
+            if f is None:
+                what = "can't stat file" if "v" in flags else "can't unload file"
+                fail(f"{what}: {strerror(Errno.ENOENT)}")
+            assert f is not None
+            if "v" in flags and not env.machine:
+                env.out(f"Unloading {f.name}, id={f.id}")
+            try:
+                kld.kldunload(tx, f)
+            except KtlsError as exc:
+                failure: KtlsError | None = exc
+            else:
+                failure = None
+        if failure is not None:
+            entries.append({"file": f.name, "id": f.id, "result": "error"})
+            fail(f"can't unload file: {failure.strerror}")
+        entries.append({"file": f.name, "id": f.id, "result": "unloaded"})
+    if env.machine:
+        document(env, "kldunload", {"files": entries})

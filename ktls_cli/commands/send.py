@@ -1,0 +1,315 @@
+"""`ktls send CONN (--data|--hex|--file|--stdin) [...]`: write data on a connection.
+
+One syscall (write(2), aio_write(2), sendfile(2) or sendmsg(2)) through the
+simulated transmit path (ktls_core.tls.output): with KTLS the data becomes TLS
+records (sequence numbers reserved in the state first), without it the plain
+bytes go out as TCP would send them. `--out FILE` receives the byte stream the
+peer's TCP delivers, `--pcap FILE` the frames on the egress interface.
+
+`--record-type` is sendmsg's TLS_SET_RECORD_TYPE control message: only
+sendmsg(2) carries control messages, so `--record-type` without
+`--syscall sendmsg` is a usage error (FreeBSD offers no other way to set it).
+sendfile(2) reads from a regular file, so it needs `--file`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from ktls_cli.connections import complete
+from ktls_cli.env import Env
+
+if TYPE_CHECKING:
+    from ktls_core.tls.output import Framed, SendResult, Source, Wire
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+MAX_INLINE = 1 << 20  # --data / --hex: a command-line argument, bounded
+PROGRESS_MIN_BYTES = 8 << 20  # a progress bar only for inputs this large, on a terminal
+
+pass_env = click.make_pass_decorator(Env)
+
+
+def result_doc(r: SendResult) -> dict[str, Any]:
+    return {
+        "connection": r.conn,
+        "syscall": r.syscall,
+        "mode": r.mode,
+        "version": r.version,
+        "suite": r.suite,
+        "record_type": r.record_type,
+        "bytes": r.bytes,
+        "wire_bytes": r.wire_bytes,
+        "records_sent": r.records,
+        "first_seq": r.first_seq,
+        "next_seq": r.next_seq,
+        "tcp_seq": r.tcp_seq,
+        "interface": r.ifname,
+    }
+
+
+def summary(r: SendResult) -> str:
+    if r.mode == "none" or r.first_seq is None:
+        return f"{r.conn}: {r.bytes} bytes, no KTLS (TCP seq {r.tcp_seq})"
+    last = f"{r.first_seq} to {r.next_seq - 1}" if r.records and r.next_seq else "none"
+    return (
+        f"{r.conn}: {r.records} records, {r.bytes} bytes ({r.wire_bytes} on the wire),"
+        f" seq {last}, next seq {r.next_seq}"
+    )
+
+
+class JsonRecords:
+    """Streams `{"send": {"records": [...], ...}}` so a long send never holds its records."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.count = 0
+        self.out.write('{"send":{"records":[')
+
+    def record(self, ev: Framed) -> None:
+        doc = {
+            "seq": ev.seq,
+            "type": ev.type,
+            "length": ev.length,
+            "wire_length": ev.wire_length,
+            "mode": ev.mode,
+        }
+        self.out.write(("," if self.count else "") + json.dumps(doc, separators=(",", ":")))
+        self.count += 1
+
+    def finish(self, fields: dict[str, Any]) -> None:
+        tail = json.dumps(fields, separators=(",", ":"))[1:]
+        self.out.write("]" + ("," + tail if fields else "}") + "}\n")
+
+
+@click.command("send")
+@click.argument("conn", nargs=-1, required=True, shell_complete=complete)
+@click.option("--data", metavar="TEXT", help="Send TEXT (UTF-8).")
+@click.option("--hex", "hexdata", metavar="HEX", help="Send these bytes.")
+@click.option("--file", "path", type=click.Path(dir_okay=False), help="Send the file's bytes.")
+@click.option("--stdin", "use_stdin", is_flag=True, help="Send standard input until EOF.")
+@click.option(
+    "--syscall",
+    type=click.Choice(["write", "aio_write", "sendfile", "sendmsg"]),
+    default="write",
+    show_default=True,
+    help="The system call that sends.",
+)
+@click.option(
+    "--record-type",
+    metavar="N|NAME",
+    help="TLS record type (sendmsg TLS_SET_RECORD_TYPE): 0-255, alert, handshake, ...",
+)
+@click.option("--out", "out_path", metavar="FILE", help="Write the byte stream to FILE (- stdout).")
+@click.option("--pcap", "pcap_path", metavar="FILE", help="Write the frames as a pcap file.")
+@click.option("--trace", is_flag=True, help="Print the kernel's events on stderr.")
+@pass_env
+def cli(
+    env: Env,
+    conn: tuple[str, ...],
+    data: str | None,
+    hexdata: str | None,
+    path: str | None,
+    use_stdin: bool,
+    syscall: str,
+    record_type: str | None,
+    out_path: str | None,
+    pcap_path: str | None,
+    trace: bool,
+) -> None:
+    """Send data on connection CONN through the simulated transmit path.
+
+    CONN is `laddr lport faddr fport` or `laddr:lport faddr:fport`. Exactly one
+    of --data, --hex, --file, --stdin. Exit status: 0 success, 1 the send
+    failed (the syscall's errno is printed), 2 usage error.
+    """
+    from ktls_cli.commands.setsockopt import resolve
+    from ktls_core.errors import Errno, KtlsError
+
+    sources = [x is not None for x in (data, hexdata, path)] + [use_stdin]
+    if sum(sources) != 1:
+        raise click.UsageError("give exactly one of --data, --hex, --file, --stdin")
+    rtype = _record_type(record_type, syscall)
+    if syscall == "sendfile" and path is None:
+        env.err("sendfile: Invalid argument (sendfile(2) reads a regular file: use --file)")
+        raise click.exceptions.Exit(EXIT_FAILURE)
+    if (out_path == "-") and env.machine:
+        raise click.UsageError("--out - and --format json both want stdout")
+    ep = resolve(env, syscall, list(conn))
+    source = _source(env, data, hexdata, path, use_stdin)
+    if syscall == "sendfile" and not getattr(source, "regular", False):
+        env.err(f"sendfile: Invalid argument ({path} is not a regular file)")
+        raise click.exceptions.Exit(EXIT_FAILURE)
+    wires: list[Any] = []
+    try:
+        if out_path is not None:
+            wires.append(_out_wire(env, out_path))
+        if pcap_path is not None:
+            from ktls_cli.adapters import PcapWire
+
+            wires.append(PcapWire(pcap_path))
+    except OSError as exc:
+        _close(source, wires)
+        env.err(f"send: {exc.filename}: {exc.strerror}")
+        raise click.exceptions.Exit(EXIT_FAILURE) from None
+    text_out = env.stderr if out_path == "-" else env.stdout
+    stream = JsonRecords(env.stdout) if env.format == "json" else None
+    yaml_records: list[dict[str, Any]] = []
+
+    def on_event(ev: object) -> None:
+        from ktls_core.tls.output import Framed
+
+        if trace:
+            describe = getattr(ev, "describe", None)
+            if describe is not None:
+                env.stderr.write(f"{describe()}\n")
+        if isinstance(ev, Framed):
+            if stream is not None:
+                stream.record(ev)
+            elif env.format == "yaml":
+                yaml_records.append(
+                    {"seq": ev.seq, "type": ev.type, "length": ev.length,
+                     "wire_length": ev.wire_length, "mode": ev.mode}
+                )  # fmt: skip
+
+    want_events = trace or env.machine
+    try:
+        result = _run(env, ep, source, syscall, rtype, wires, on_event if want_events else None)
+    except KtlsError as exc:
+        if stream is not None:
+            stream.finish({"error": {"errno": int(exc.errno), "error": exc.strerror}})
+        if exc.errno == Errno.ESRCH:  # no such connection
+            env.err(f"{syscall}: {ep}: {exc.strerror}")
+        else:
+            env.err(f"{syscall}: {exc.strerror}")
+        raise click.exceptions.Exit(EXIT_FAILURE) from None
+    except OSError as exc:
+        if stream is not None:
+            stream.finish({"error": {"errno": exc.errno, "error": exc.strerror}})
+        where = exc.filename or path or "stdin"
+        env.err(f"send: {where}: {exc.strerror}")
+        raise click.exceptions.Exit(EXIT_FAILURE) from None
+    finally:
+        _close(source, wires)
+    if stream is not None:
+        stream.finish(result_doc(result))
+    elif env.format == "yaml":
+        from ktls_cli.render import document
+
+        document(env, "send", {"records": yaml_records, **result_doc(result)})
+    else:
+        text_out.write(summary(result) + "\n")
+
+
+def _record_type(text: str | None, syscall: str) -> int | None:
+    from ktls_core.errors import KtlsError
+    from ktls_core.tls.suites import parse_record_type
+
+    if text is None:
+        return None
+    if syscall != "sendmsg":
+        raise click.UsageError(
+            "--record-type needs --syscall sendmsg (only sendmsg(2) carries the"
+            " TLS_SET_RECORD_TYPE control message)"
+        )
+    try:
+        return parse_record_type(text)
+    except KtlsError as exc:
+        raise click.BadParameter(exc.detail, param_hint="'--record-type'") from None
+
+
+def _source(
+    env: Env, data: str | None, hexdata: str | None, path: str | None, use_stdin: bool
+) -> Source:
+    from ktls_cli.adapters import BytesSource, FdSource, StreamSource
+    from ktls_cli.tlsopts import parse_hex
+
+    if data is not None:
+        raw = data.encode("utf-8", errors="surrogateescape")
+        if len(raw) > MAX_INLINE:
+            raise click.BadParameter("more than 1 MiB: use --file", param_hint="'--data'")
+        return BytesSource(raw)
+    if hexdata is not None:
+        if len(hexdata) > 3 * MAX_INLINE:
+            raise click.BadParameter("more than 1 MiB: use --file", param_hint="'--hex'")
+        return BytesSource(parse_hex(hexdata, "--hex"))
+    if path is not None:
+        try:
+            return FdSource.open(path)
+        except OSError as exc:
+            env.err(f"send: {path}: {exc.strerror}")
+            raise click.exceptions.Exit(EXIT_FAILURE) from None
+    buffer: IO[bytes] = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin  # type: ignore[assignment]
+    try:
+        fd = buffer.fileno()
+    except (OSError, AttributeError, ValueError):
+        return StreamSource(buffer)
+    return FdSource(fd, regular=False, size=None)
+
+
+def _out_wire(env: Env, out_path: str) -> Wire:
+    from ktls_cli.adapters import OutWire, StreamWire
+
+    if out_path == "-":
+        env.stdout.flush()
+        buffer = getattr(env.stdout, "buffer", None)
+        if buffer is not None:
+            try:
+                buffer.fileno()
+            except (OSError, ValueError, AttributeError):
+                return StreamWire(buffer)
+            buffer.flush()
+        else:
+            raise click.UsageError("--out -: standard output takes no bytes here")
+    return OutWire.open(out_path)
+
+
+def _close(source: object, wires: list[Any]) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+    for wire in wires:
+        wire.close()
+
+
+def _run(
+    env: Env,
+    ep: Any,
+    source: Source,
+    syscall: str,
+    rtype: int | None,
+    wires: list[Any],
+    on_event: Any,
+) -> SendResult:
+    from ktls_cli.adapters import TeeWire
+    from ktls_core.tls.output import send
+
+    wire = None if not wires else wires[0] if len(wires) == 1 else TeeWire(wires)
+    size = source.size()
+    kernel = env.kernel()
+    if env.stderr_is_tty and size is not None and size >= PROGRESS_MIN_BYTES:
+        return _with_progress(env, size, lambda cb: send(
+            kernel, ep, source, syscall=syscall, record_type=rtype, wire=wire,
+            on_event=on_event, progress=cb,
+        ))  # fmt: skip
+    return send(kernel, ep, source, syscall=syscall, record_type=rtype, wire=wire,
+                on_event=on_event)  # fmt: skip
+
+
+def _with_progress(env: Env, size: int, run: Any) -> SendResult:
+    """A transient rich progress bar on stderr (people only; never when piped)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=env.err_console(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("send", total=size)
+        result: SendResult = run(lambda done: progress.update(task, completed=done))
+    return result

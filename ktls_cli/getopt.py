@@ -1,0 +1,51 @@
+"""BSD getopt(3) for the commands that read their arguments as FreeBSD tools do.
+
+Options stop at the first operand or at `--`; flags group (`-la`); an option
+with an argument takes the rest of its word or the next word. Errors are
+getopt's own lines (`tcpdrop: illegal option -- x`), raised as GetoptError.
+"""
+
+from __future__ import annotations
+
+
+class GetoptError(Exception):
+    """getopt's complaint; the caller prints it, then its usage text."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def getopt(
+    prog: str, argv: list[str], optstring: str
+) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """(options in order, operands) for `optstring` (`:` after a letter takes an argument)."""
+    takes_arg = {c for i, c in enumerate(optstring) if optstring[i + 1 : i + 2] == ":"}
+    known = set(optstring.replace(":", ""))
+    opts: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            i += 1
+            break
+        if not word.startswith("-") or word == "-":
+            break
+        j = 1
+        while j < len(word):
+            ch = word[j]
+            if ch not in known:
+                raise GetoptError(f"{prog}: illegal option -- {ch}")
+            if ch in takes_arg:
+                if j + 1 < len(word):
+                    opts.append((ch, word[j + 1 :]))
+                elif i + 1 < len(argv):
+                    i += 1
+                    opts.append((ch, argv[i]))
+                else:
+                    raise GetoptError(f"{prog}: option requires an argument -- {ch}")
+                break
+            opts.append((ch, None))
+            j += 1
+        i += 1
+    return opts, argv[i:]
