@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import operator
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -99,8 +100,52 @@ _AAD_NONCE = struct.Struct(">Q9sQ")
 _HDR_EXPLICIT = struct.Struct(">5sQ")  # GCM 1.2 header + explicit nonce
 _AN_LEN = _AAD_NONCE.size  # 25
 
-# Bytes of plaintext a stream seals per yielded chunk (the chunk buffer is reused).
+# Bytes of plaintext a stream seals per yielded chunk.
 STREAM_CHUNK_BYTES = 1 << 20
+# Output buffers a protector keeps for reuse.
+_POOL_SIZE = 4
+
+
+def _records_per_chunk(max_frame_len: int) -> int:
+    """Records a stream seals per yielded chunk (a batch of the GCM fast path too)."""
+    return max(1, min(256, STREAM_CHUNK_BYTES // max_frame_len))
+
+
+class _OutBuffer:
+    """An output buffer, reused only while nothing outside the protector refers to it.
+
+    Every chunk handed out is a view made from its own memoryview(buf), which
+    holds a reference to buf for as long as that view or any slice of it lives.
+    So buf's reference count back at its baseline means no caller still reads
+    it, and sealing over it again cannot change bytes someone kept (CPython
+    reference counts; a warm reused buffer is what keeps streaming fast).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.buf = bytearray(size)
+        self.base = 0
+
+    def settle(self) -> None:
+        """Record the baseline once the owner's own views of buf exist."""
+        self.base = sys.getrefcount(self.buf)
+
+    @property
+    def free(self) -> bool:
+        return sys.getrefcount(self.buf) <= self.base
+
+    def view(self, start: int, end: int) -> memoryview:
+        return memoryview(self.buf)[start:end]
+
+
+def _take(pool: list[Any], fits: Callable[[Any], bool], make: Callable[[], Any]) -> Any:
+    """A free pooled buffer that fits, else a new one (pooled while there is room)."""
+    for item in pool:
+        if item.free and fits(item):
+            return item
+    item = make()
+    pool[:] = [b for b in pool if not b.free][: _POOL_SIZE - 1]
+    pool.append(item)
+    return item
 
 
 def _overflow(what: str, value: int) -> KtlsError:
@@ -280,7 +325,7 @@ class RecordProtector(abc.ABC):
         self.max_ciphertext = (
             TLS13_MAX_CIPHERTEXT if keys.vminor == TLS_MINOR_VER_THREE else TLS12_MAX_CIPHERTEXT
         )
-        self._chunk: bytearray | None = None
+        self._chunks: list[_OutBuffer] = []
 
     def _ready(self) -> None:
         """Subclasses call this at the end of __init__, once their state exists."""
@@ -324,16 +369,21 @@ class RecordProtector(abc.ABC):
     ) -> SealStream:
         """Cut data into records (max_frame_len each) and seal them in order.
 
-        Iterating yields the wire bytes in chunks (memoryviews of a buffer the
-        protector reuses: consume each before the next step). Everything is
+        Iterating yields the wire bytes in chunks (memoryviews, valid for as long
+        as they are kept: a buffer is sealed over again only once nothing refers
+        to it, so consuming each chunk at once keeps one warm buffer). Everything is
         checked before the first byte is sealed, sequence wrap included.
         """
         return SealStream(self, rtype, data, first_seq, explicit)
 
-    def _chunk_buffer(self, size: int) -> memoryview:
-        if self._chunk is None or len(self._chunk) < size:
-            self._chunk = bytearray(size)
-        return memoryview(self._chunk)
+    def _chunk_buffer(self, size: int) -> _OutBuffer:
+        def make() -> _OutBuffer:
+            out = _OutBuffer(size)
+            out.settle()
+            return out
+
+        chunk: _OutBuffer = _take(self._chunks, lambda c: len(c.buf) >= size, make)
+        return chunk
 
     def _seal_full_group(
         self, rtype: int, data: memoryview, n: int, k: int, seq: int, ex: int | None
@@ -406,7 +456,6 @@ class _Aead12Base(RecordProtector):
         self._mid = b""
         self._h5 = b""
         self._end = 0
-        self._body_len = 0
         self._overhead = self.hlen + self.tlen
 
     def _nonce_head(self) -> bytes:
@@ -438,8 +487,7 @@ class Gcm12Protector(_Aead12Base):
     def __init__(self, keys: SessionKeys, max_frame_len: int = TLS_MAX_MSG_SIZE_V10_2) -> None:
         super().__init__(keys, max_frame_len)
         self._pack_hdr = _HDR_EXPLICIT.pack_into
-        self._group_n = -1
-        self._group: _Gcm12Group | None = None
+        self._groups: list[_Gcm12Group] = []
         self._ready()
 
     def _make_seal_into(self) -> SealInto:
@@ -483,12 +531,10 @@ class Gcm12Protector(_Aead12Base):
     ) -> memoryview | None:
         if ex is None:
             return None
-        if self._group is None or self._group_n != n:
-            self._group = _Gcm12Group(self, n)
-            self._group_n = n
+        group: _Gcm12Group = _take(self._groups, lambda g: g.n == n, lambda: _Gcm12Group(self, n))
         if n != self._n or rtype != self._rtype:
             self._prepare(rtype, n)
-        return self._group.seal(self._mid, self._h5, data, k, seq, ex)
+        return group.seal(self._mid, self._h5, data, k, seq, ex)
 
     def open_record(
         self,
@@ -519,21 +565,26 @@ class _Gcm12Group:
 
     def __init__(self, prot: Gcm12Protector, n: int) -> None:
         self.n = n
-        self.k = k = max(1, min(256, STREAM_CHUNK_BYTES // n))
+        self.k = k = _records_per_chunk(n)
         self.stride = stride = n + GCM12_EXPLICIT_LEN + TLS_HEADER_LEN + AEAD_TAG_LEN
-        scratch = _AN_LEN * k
-        self.buf = bytearray(scratch + stride * k)
+        self.scratch = scratch = _AN_LEN * k
+        self.out = _OutBuffer(scratch + stride * k)
+        self.buf = self.out.buf
         mv = memoryview(self.buf)
         self.aads = [mv[i * _AN_LEN : i * _AN_LEN + 13] for i in range(k)]
         self.nonces = [mv[i * _AN_LEN + 13 : (i + 1) * _AN_LEN] for i in range(k)]
         self.bodies = [mv[scratch + i * stride + 13 : scratch + (i + 1) * stride] for i in range(k)]
         self.hdr_offsets = list(range(scratch, scratch + k * stride, stride))
         self.slices = [slice(i * n, (i + 1) * n) for i in range(k)]
-        self.wire = mv[scratch:]
         self.args: list[object] = [0, b"", 0] * k
         self.pack_all = struct.Struct(">" + "Q9sQ" * k).pack_into
         self.pack_hdr = _HDR_EXPLICIT.pack_into
         self.encrypt_into = prot._encrypt_into
+        self.out.settle()
+
+    @property
+    def free(self) -> bool:
+        return self.out.free
 
     def seal(
         self, mid: bytes, h5: bytes, data: memoryview, k: int, seq: int, ex: int
@@ -550,7 +601,7 @@ class _Gcm12Group:
         slices = self.slices if k == self.k else self.slices[:k]
         payloads = map(operator.getitem, repeat(data), slices)
         deque(map(self.encrypt_into, self.nonces, payloads, self.aads, self.bodies), 0)
-        return self.wire[: k * self.stride]
+        return self.out.view(self.scratch, self.scratch + k * self.stride)
 
 
 class Chacha12Protector(_Aead12Base):
@@ -878,7 +929,7 @@ class SealStream(Iterator[memoryview]):
         self.bytes_out = 0
         self._pos = 0
         full_wire = prot.wire_length(prot.max_frame_len)
-        per_chunk = max(1, STREAM_CHUNK_BYTES // max(1, prot.max_frame_len))
+        per_chunk = _records_per_chunk(prot.max_frame_len)
         self._per_chunk = per_chunk
         self._chunk_size = min(self.wire_length, per_chunk * (full_wire + AES_BLOCK_LEN))
 
@@ -903,8 +954,9 @@ class SealStream(Iterator[memoryview]):
                 if isinstance(self.next_explicit, int):
                     self.next_explicit += k
                 return view
-        # generic path: record by record into the reused chunk buffer
-        out = prot._chunk_buffer(self._chunk_size)
+        # generic path: record by record into a free chunk buffer
+        chunk = prot._chunk_buffer(self._chunk_size)
+        out = memoryview(chunk.buf)
         written = 0
         count = 0
         while self.sealed + count < self.record_count and count < self._per_chunk:
@@ -924,7 +976,8 @@ class SealStream(Iterator[memoryview]):
                 break  # the short last record ends the send
         self.sealed += count
         self.bytes_out += written
-        return out[:written]
+        del out  # our own view must not count as a reader of the buffer
+        return chunk.view(0, written)
 
     def _advance(self, records: int, consumed: int, produced: int) -> None:
         self.sealed += records

@@ -63,24 +63,25 @@ def test_round_trip_through_oracle_and_decoder(spec: Spec, length: int, rtype: i
     assert sum(e.wire_length for e in events) == len(wire)
 
 
+@pytest.mark.parametrize("max_frame_len", [16384, 1000])
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
-def test_stream_equals_record_by_record_sealing(spec: Spec) -> None:
+def test_stream_equals_record_by_record_sealing(spec: Spec, max_frame_len: int) -> None:
     """seal_stream (GCM's batched fast path included) = seal_into record by record."""
     rng = random.Random(spec.id)
-    ivs = [rng.randbytes(16) for _ in range(200)]
+    ivs = [rng.randbytes(16) for _ in range(2200)]
     case = make_case(spec, rng)
     if callable(case.explicit):
         stream_ivs = iter(ivs)
         case.explicit = lambda n: next(stream_ivs)
     data = rng.randbytes(STREAM_CHUNK_BYTES * 2 + 5000)  # several batches and a short tail
     first_seq = 77
-    streamed = seal_all(case, 23, data, first_seq)
-    prot = case.protector()
+    streamed = seal_all(case, 23, data, first_seq, max_frame_len)
+    prot = case.protector(max_frame_len)
     iv_iter = iter(ivs)
     chain = case.explicit if isinstance(case.explicit, bytes) else None
     parts = []
-    for i, n in enumerate(split_records(len(data), 16384, False)):
-        payload = data[i * 16384 : i * 16384 + n]
+    for i, n in enumerate(split_records(len(data), max_frame_len, False)):
+        payload = data[i * max_frame_len : i * max_frame_len + n]
         if isinstance(case.explicit, int):
             explicit = case.explicit + i
         elif chain is not None:
@@ -384,3 +385,31 @@ def test_tls10_chain_iv_threads_through_records() -> None:
     (chunk,) = list(stream)
     assert stream.next_explicit == bytes(chunk[-16:])
     assert oracle.decrypt_stream(bytes(chunk), case.oracle, 0) == [(23, b"")]
+
+
+@pytest.mark.parametrize("spec", [SPECS[0], SPECS[2], SPECS[6], SPECS[8]], ids=lambda s: s.id)
+def test_kept_chunks_stay_valid_and_consumed_ones_are_reused(spec: Spec) -> None:
+    """A caller may keep every chunk (list(stream)) and seal the next batch before
+    sending the first: nothing it holds is ever overwritten."""
+    rng = random.Random(spec.id + "keep")
+    case = make_case(spec, rng, counter=1000)
+    data = rng.randbytes(STREAM_CHUNK_BYTES * 3 + 777)
+    prot = case.protector()
+    explicit = case.explicit if not callable(case.explicit) else (lambda n: bytes(n))
+    expected = b"".join(bytes(c) for c in prot.seal_stream(23, data, 0, explicit))
+    kept = list(prot.seal_stream(23, data, 0, explicit))
+    assert len(kept) >= 4
+    later = list(prot.seal_stream(22, data[:50000], 500, explicit))  # reuses nothing kept
+    assert b"".join(bytes(c) for c in kept) == expected
+    assert oracle.decrypt_stream(b"".join(bytes(c) for c in later), case.oracle, 500)
+    tail = kept[0][-7:]  # a slice alone keeps its buffer too
+    snapshot = bytes(tail)
+    del kept, later
+    list(prot.seal_stream(23, data, 0, explicit))
+    assert bytes(tail) == snapshot
+    # consumed at once, a long stream runs in one warm buffer per kind
+    del tail
+    before = len(prot._chunks) + len(getattr(prot, "_groups", []))
+    for chunk in prot.seal_stream(23, data * 2, 0, explicit):
+        assert len(chunk) > 0
+    assert len(prot._chunks) + len(getattr(prot, "_groups", [])) <= max(before, 2)
