@@ -628,8 +628,9 @@ def cli(env: Env, /, args: tuple[str, ...]) -> None:
             env.err(f"{TOOL}: {exc.message}")
         env.stderr.write(USAGE)
         raise click.exceptions.Exit(EXIT_USAGE) from None
-    for line in outcome.out:
-        env.out(line)
+    if not env.machine:  # a document is the whole of stdout (the created name is in it)
+        for line in outcome.out:
+            env.out(line)
     env.stdout.flush()
     for line in outcome.err:
         env.err(line)
@@ -648,7 +649,7 @@ def _flags(args: list[str]) -> tuple[set[str], list[str]]:
         if word == "--":
             break
         for c in word[1:]:
-            if c not in "almudv":
+            if c not in "almud":
                 raise Usage(f"illegal option -- {c}")
             letters.add(c)
     return letters, args

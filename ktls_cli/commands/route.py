@@ -1,6 +1,6 @@
 """`ktls route`: route(8) over the simulated routing table; and `netstat -r`.
 
-`route [-46nqv] add|delete|change|get|show [modifiers] destination [gateway]`
+`route [-46nq] add|delete|change|get|show [modifiers] destination [gateway]`
 parses its arguments as sbin/route/route.c does (the family guessed from a
 `:`, classful masks for a bare network number, `-net`/`-host`, `-interface`,
 `-netmask`/`-prefixlen`, `-reject`/`-blackhole`), prints `add net D: gateway G`
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ktls_core.net.route import Route
 
 TOOL = "route"
-USAGE = "usage: ktls route [-46nqv] command [[modifiers] args]\n"
+USAGE = "usage: ktls route [-46nq] command [[modifiers] args]\n"
 EXIT_USAGE = 2  # ktls policy; route(8)'s usage() exits EX_USAGE (64)
 COMMANDS = ("add", "delete", "del", "change", "get", "show")
 # modifiers that take the next word
@@ -368,7 +368,7 @@ def _complete_args(
     "args",
     nargs=-1,
     type=click.UNPROCESSED,
-    metavar="[-46nqv] command [[modifiers] args]",
+    metavar="[-46nq] command [[modifiers] args]",
     shell_complete=_complete_args,
 )
 @click.pass_obj
@@ -419,7 +419,7 @@ def _main(env: Env, args: list[str]) -> Outcome:
                 numeric = True
             elif c == "q":
                 quiet = True
-            elif c not in "vdt":
+            else:
                 raise Usage(f"illegal option -- {c}")
     if not args:
         raise Usage()

@@ -407,3 +407,10 @@ def test_man_page_names_every_parameter() -> None:
     assert missing == []
     for section in ("EXIT STATUS", "EXAMPLES", "TOPOLOGY", "DIAGNOSTICS"):
         assert f".Sh {section}" in text
+
+
+def test_json_create_is_one_document(boot: Any, ktls: Any) -> None:
+    boot("seed")
+    r = ktls("--format", "json", "ifconfig", "lagg", "create", "laggport", "mce0")
+    (lagg,) = json.loads(r.stdout)["ifconfig"]
+    assert lagg["name"] == "lagg1" and lagg["lagg"]["ports"][0]["name"] == "mce0"

@@ -204,7 +204,7 @@ def test_help_and_usage(ktls: Any) -> None:
     r = ktls("route")
     assert (r.exit, r.stderr) == (
         2,
-        "route: usage: ktls route [-46nqv] command [[modifiers] args]\n",
+        "route: usage: ktls route [-46nq] command [[modifiers] args]\n",
     )
 
 
