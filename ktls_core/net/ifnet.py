@@ -762,15 +762,15 @@ class Network:
 
     # --- link-state messages ---------------------------------------------------------
 
-    def _depth(self, name: str, seen: int = 0) -> int:
+    def stack_depth(self, name: str, seen: int = 0) -> int:
         """Stacking depth: ports before laggs before vlans, for message order."""
         iface = self.interfaces[name]
         if seen > len(self.interfaces):
             return seen
         if iface.kind == LAGG and iface.lagg is not None and iface.lagg.ports:
-            return 1 + max(self._depth(p, seen + 1) for p in iface.lagg.ports)
+            return 1 + max(self.stack_depth(p, seen + 1) for p in iface.lagg.ports)
         if iface.kind == VLAN and iface.vlan is not None and iface.vlan.parent:
-            return 1 + self._depth(iface.vlan.parent, seen + 1)
+            return 1 + self.stack_depth(iface.vlan.parent, seen + 1)
         return 1 if iface.kind in (LAGG, VLAN) else 0
 
     def _link_snapshot(self) -> dict[str, bool | None]:
@@ -783,7 +783,7 @@ class Network:
             for n in self.interfaces
             if n in before and self.link_up(n) is not None and self.link_up(n) != bool(before[n])
         ]
-        changed.sort(key=lambda n: (self._depth(n), self.interfaces[n].index))
+        changed.sort(key=lambda n: (self.stack_depth(n), self.interfaces[n].index))
         return [
             f"{n}: link state changed to {'UP' if self.link_up(n) else 'DOWN'}" for n in changed
         ]
@@ -1048,12 +1048,13 @@ class Network:
                 raise KtlsError(Errno.EINVAL, "both vlan and vlandev must be specified")
             if vlandev is not None and vlan_tag is not None:
                 self._check_vlan(name, vlan_tag, vlandev)
-        iface = self._new_cloned(name, cloner)
+        iface = self.new_cloned(name, cloner)
         if cloner == "vlan" and vlandev is not None and vlan_tag is not None:
             self._vlan_config(iface, vlan_tag, vlandev)
         return name, self._link_changes(before)
 
-    def _new_cloned(self, name: str, cloner: str) -> Interface:
+    def new_cloned(self, name: str, cloner: str) -> Interface:
+        """A cloner's create routine: a new, unconfigured lagg, vlan or lo."""
         kind = {"lagg": LAGG, "vlan": VLAN, "lo": LOOPBACK}[cloner]
         iface = Interface(
             name=name,

@@ -51,7 +51,7 @@ def boot(tx: Tx, topology_path: str | None) -> None:
     net = network_from_default(era) if topology_path is None else load_topology(topology_path, era)
     save(tx, net)
     up = [n for n in net.names() if net.link_up(n)]
-    up.sort(key=lambda n: (net._depth(n), net.interfaces[n].index))
+    up.sort(key=lambda n: (net.stack_depth(n), net.interfaces[n].index))
     log(tx, [f"{n}: link state changed to UP" for n in up])
 
 

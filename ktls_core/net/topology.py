@@ -288,7 +288,7 @@ def _attach(net: Network, entry: dict[str, Any], name: str, where: str) -> None:
         prefix = {LAGG: "lagg", VLAN: "vlan", LOOPBACK: "lo"}[kind]
         if not re.fullmatch(rf"{prefix}\d+", name) and not (kind == VLAN and "." in name):
             raise TopologyError(f"{where}: a {driver} interface must be named {prefix}N")
-        iface = net._new_cloned(name, prefix)
+        iface = net.new_cloned(name, prefix)
     else:
         defaults = DRIVERS.get(driver, {})
         iface = Interface(name=name, index=net.next_index, kind=kind, driver=driver)
