@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -118,7 +119,7 @@ def import_cmd(env: Env, file: str) -> None:
     path = _state_path(env)
     try:
         if file == "-":
-            text = click.get_text_stream("stdin").read()
+            text = sys.stdin.read()
         else:
             with open(file, encoding="utf-8") as fh:
                 text = fh.read()

@@ -1,0 +1,139 @@
+"""ktls_core.store: creating, opening and migrating the state database."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from ktls_core import store
+from ktls_core.errors import StateError
+from ktls_core.kernel import Kernel
+from ktls_core.store import SCHEMA_VERSION, Store, from_db, to_db
+
+
+def _tables(path: str) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+
+
+def test_new_state_is_private_and_complete(tmp_path: Path) -> None:
+    path = str(tmp_path / "a" / "b" / "kernel.db")
+    s = Store.open(path)
+    try:
+        assert s.created and s.schema == SCHEMA_VERSION
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.conn.execute("PRAGMA application_id").fetchone()[0] == store.APPLICATION_ID
+    finally:
+        s.close()
+    assert set(store.EXPORT_TABLES) <= _tables(path)
+    assert os.listdir(os.path.dirname(path)) == ["kernel.db"]  # no temporary files left
+
+
+def test_concurrent_creation_never_sees_a_half_made_file(tmp_path: Path) -> None:
+    """Many openers of a missing state: one creates it, the others open that one.
+
+    A create that made an empty file first let a racing opener read it as a
+    zero-length (corrupt) state.
+    """
+    path = str(tmp_path / "race" / "kernel.db")
+    barrier = threading.Barrier(8)
+    results: list[bool | str] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            s = Store.open(path)
+            results.append(s.created)
+            s.close()
+        except StateError as exc:
+            results.append(str(exc))
+
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results, key=str) == [False] * 7 + [True]
+
+
+def test_open_without_create(tmp_path: Path) -> None:
+    path = str(tmp_path / "none.db")
+    with pytest.raises(StateError, match="no state file"):
+        Store.open(path, create=False)
+    assert not os.path.exists(path)
+
+
+def test_migrations_stop_where_asked(tmp_path: Path) -> None:
+    path = str(tmp_path / "kernel.db")
+    s = Store.open(path, schema=1)
+    try:
+        assert s.schema == 1
+        assert "sysctl" in _tables(path) and "conns" not in _tables(path)
+        s.migrate()
+        assert s.schema == SCHEMA_VERSION
+        assert {"conns", "sessions"} <= _tables(path)
+        s.migrate(to=1)  # never downgrades
+        assert s.schema == SCHEMA_VERSION
+    finally:
+        s.close()
+
+
+def test_u64_round_trip() -> None:
+    for value in (0, 1, 2**63 - 1, 2**63, 2**64 - 1):
+        assert -(2**63) <= to_db(value) < 2**63
+        assert from_db(to_db(value)) == value
+
+
+def test_negative_integer_sysctl_reads_back(tmp_path: Path) -> None:
+    kernel = Kernel.open(str(tmp_path / "kernel.db"))
+    try:
+        with kernel.transaction() as tx:
+            tx.set_sysctl("kern.ipc.mb_use_ext_pgs", -5)
+        with kernel.snapshot() as tx:
+            assert tx.sysctl("kern.ipc.mb_use_ext_pgs") == -5
+    finally:
+        kernel.store.close()
+
+
+def test_storage_error_inside_a_transaction_names_the_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "kernel.db")
+    kernel = Kernel.open(path)
+    try:
+        kernel.store.conn.execute("DROP TABLE dmesg")
+        with pytest.raises(StateError) as info, kernel.snapshot() as tx:
+            tx.dmesg()
+        assert info.value.path == path
+        assert info.value.problem == "state file is corrupt (no such table: dmesg)"
+        # A bug in a query (a constraint) is not dressed up as a damaged file.
+        with pytest.raises(sqlite3.IntegrityError), kernel.transaction() as tx:
+            tx.conn.execute("INSERT INTO meta (key, value) VALUES ('x', NULL)")
+    finally:
+        kernel.store.close()
+
+
+@pytest.mark.parametrize("profile", ["seed", "current"])
+def test_boot_threads(profile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stats.threads is ncpu at boot in 2019; modern kernels start the pool lazily."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    kernel = Kernel.open(str(tmp_path / "kernel.db"), boot=False)
+    try:
+        kernel.boot(profile)
+        with kernel.snapshot() as tx:
+            threads = tx.sysctl("kern.ipc.tls.stats.threads")
+            log = tx.dmesg()
+    finally:
+        kernel.store.close()
+    if profile == "seed":
+        assert threads == 6 and "KTLS: Initialized 6 threads" in log
+    else:
+        assert threads == 0 and not any("Initialized" in line for line in log)
