@@ -20,6 +20,7 @@ from ktls_cli.env import Env
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
+    from ktls_core.errors import KtlsError
     from ktls_core.kernel import Tx
     from ktls_core.profile import Oid
     from ktls_core.sysctl import Mib, SysctlError
@@ -247,7 +248,7 @@ class Run:
             self.output.out("\n")
         return True
 
-    def _write_failed(self, arg: str, lineno: int, exc: Any) -> None:
+    def _write_failed(self, arg: str, lineno: int, exc: KtlsError) -> None:
         from ktls_core.errors import Errno
 
         suffix = f" at line {lineno}" if lineno else ""

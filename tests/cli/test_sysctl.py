@@ -103,6 +103,21 @@ def test_several_names_in_one_call(booted: Any, ktls: Any) -> None:
     )
 
 
+def test_all_is_ignored_with_names_and_ignores_a_file(
+    booted: Any, ktls: Any, tmp_path: Path
+) -> None:
+    """main(): `-a` lists everything only when no name is given, and then skips -f."""
+    booted("seed")
+    assert ktls("sysctl", "-a", "kern.ipc.tls.enable").stdout == "kern.ipc.tls.enable: 0\n"
+    conf = tmp_path / "c.conf"
+    conf.write_text("kern.ipc.tls.enable=1\n")
+    result = ktls("sysctl", "-a", "-f", str(conf))
+    assert result.exit == 0 and "kern.ipc.tls.enable: 0\n" in result.stdout
+    assert ktls("sysctl", "-n", "kern.ipc.tls.enable").stdout == "0\n"
+    doc = json.loads(ktls("--format", "json", "sysctl", "-a").stdout)["sysctl"]
+    assert [e["name"] for e in doc] == ktls("sysctl", "-Na").stdout.split()
+
+
 def test_tunables_and_writable_filters(booted: Any, ktls: Any) -> None:
     booted("seed")
     assert ktls("sysctl", "-NT", "kern.ipc").stdout.splitlines() == [
