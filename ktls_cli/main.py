@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ifconfig": ("ktls_cli.commands.ifconfig:cli", "Configure network interfaces (ifconfig(8))."),
     "route": ("ktls_cli.commands.route:cli", "Manipulate the routing table (route(8))."),
     "switch_tls": ("ktls_cli.commands.switch_tls:cli", "Move TLS sessions between sw and ifnet."),
+    "serve": ("ktls_cli.commands.serve:cli", "Serve files over HTTPS with KTLS (real sockets)."),
 }
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

@@ -24,6 +24,7 @@ Python 3.11's ssl does not expose the secrets, so:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import hashlib
@@ -646,6 +647,22 @@ class TlsHandshake:
         self._check_no_writes()
         return self._result
 
+    def kernel_refused(self) -> bytes:
+        """TCP_TXTLS_ENABLE failed: OpenSSL keeps the transmit side.
+
+        Returns its close_notify, sealed in userland at OpenSSL's own sequence
+        number, so the caller can end the connection cleanly without sending
+        anything in the clear.
+        """
+        if self._result is None:
+            raise HandshakeError("the handshake is not complete")
+        self._handed_off = False
+        with contextlib.suppress(ssl.SSLError):
+            self._ssl.unwrap()  # writes close_notify, then wants the peer's (WantRead)
+        data = bytes(self._pending) + self._outgoing.read()
+        self._pending.clear()
+        return data
+
     @property
     def result(self) -> HandshakeResult | None:
         return self._result
@@ -672,6 +689,8 @@ class TlsHandshake:
                     f"receiving from the peer failed: {exc.reason or exc}"
                 ) from None
             if not chunk:
+                # CPython returns b"" rather than raising once close_notify has come.
+                self.peer_closed = self.clean_close = True
                 break
             out += chunk
         self._check_no_writes()

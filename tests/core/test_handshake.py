@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import shutil
 import socket
 import ssl
 import stat
@@ -45,15 +44,10 @@ TIMEOUT = 10.0  # every socket operation and every wait on a peer
 # --- tools and certificates -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def openssl() -> str:
-    """The openssl binary: missing fails under KTLS_REQUIRE_TOOLS=1 (CI), else skips."""
-    path = shutil.which("openssl")
-    if path is None:
-        if os.environ.get("KTLS_REQUIRE_TOOLS") == "1":
-            pytest.fail("openssl is required (KTLS_REQUIRE_TOOLS=1) but not installed")
-        pytest.skip("openssl not installed")
-    return path
+@pytest.fixture
+def openssl(require_tool: Callable[[str], str]) -> str:
+    """The openssl binary (conftest's require_tool: fails under KTLS_REQUIRE_TOOLS=1)."""
+    return require_tool("openssl")
 
 
 @dataclass(frozen=True)
@@ -63,15 +57,38 @@ class Cert:
 
 
 @pytest.fixture(scope="module")
-def cert(openssl: str, tmp_path_factory: pytest.TempPathFactory) -> Cert:
+def cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
     """A self-signed RSA certificate for localhost / 127.0.0.1 (RSA: the ECDHE-RSA suites)."""
-    d = tmp_path_factory.mktemp("cert")
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
     )  # fmt: skip
+    d = tmp_path_factory.mktemp("cert")
+    (d / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (d / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return Cert(str(d / "cert.pem"), str(d / "key.pem"))
 
 
@@ -621,3 +638,20 @@ def test_renegotiation_request_after_handoff_is_an_error(
                 except TimeoutError:
                     continue
                 hs.read()
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_kernel_refused_ends_with_userland_close_notify(
+    openssl: str, cert: Cert, spawn: Callable[[list[str]], Peer], version: str
+) -> None:
+    """TCP_TXTLS_ENABLE failed: OpenSSL still owns the transmit side and closes cleanly."""
+    peer, sock = s_server(openssl, cert, spawn, [VERSION_FLAGS[version]])
+    with sock:
+        hs = TlsHandshake(client_config(tls_version=version))
+        drive(sock, hs)
+        notify = hs.kernel_refused()
+        assert notify[:1] == bytes([21 if version == "1.2" else 23])  # 1.3 hides the type
+        sock.sendall(notify)
+        assert peer.wait() == 0
+        assert peer.output() == b""
+        assert "bad record mac" not in peer.stderr().lower()
