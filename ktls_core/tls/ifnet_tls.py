@@ -15,8 +15,10 @@ beside sys/kern/uipc_ktls.c:
 - `set_tx_mode()`: ktls_set_tx_mode() (TCP_TXTLS_MODE, switch_tls).
 - `account_for_send()` / `disable_ifnet()`: tcp_account_for_send() and
   ktls_disable_ifnet() behind kern.ipc.tls.ifnet_max_rexmit_pct (current only).
-- `nic_transmit()` / `tso_segments()`: the NIC model: the record comes down in
-  plaintext with its tag, the NIC seals it and cuts it at the MSS.
+- The NIC model itself is the record layer: an ifnet record goes down in
+  plaintext with its tag and the NIC seals it with the session's keys and the
+  explicit nonce ktls_frame() chose, so its bytes are software's
+  (output.py seals ifnet batches with record.py; the wire cuts them at the MSS).
 
 Modelling decisions (FreeBSD has no exact counterpart; kept small on purpose):
 
@@ -45,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ktls_core.errors import Errno, KtlsError, strerror
 
@@ -332,6 +334,19 @@ class TagReset:
 
 
 @dataclass(frozen=True, slots=True)
+class Retransmitted:
+    """TCP resent a dropped record through the new tag (t_snd_rxt_bytes)."""
+
+    conn: str
+    seq: int
+    length: int
+    tag: SendTag
+
+    def describe(self) -> str:
+        return f"record {self.seq} retransmitted ({self.length} bytes) on {self.tag.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionDropped:
     """tcp_drop(): the connection ends with `errno` (ECONNABORTED after a failed reset)."""
 
@@ -383,6 +398,7 @@ Event = (
     | PacketDropped
     | TagResetScheduled
     | TagReset
+    | Retransmitted
     | ConnectionDropped
     | ModeSwitched
     | IfnetDisabled
@@ -637,51 +653,3 @@ def disable_ifnet(
         return None, IfnetDisabled(conn, rexmit_pct, ok=False, errno=exc.errno)
     sink.count(IFNET_DISABLE_OK)
     return change, IfnetDisabled(conn, rexmit_pct, ok=True)
-
-
-# --- the NIC model -----------------------------------------------------------
-
-
-def tso_segments(length: int, mss: int) -> list[tuple[int, int]]:
-    """TSO: (offset, length) of each TCP segment a record of `length` bytes becomes."""
-    if mss <= 0:
-        raise ValueError(f"MSS must be positive, not {mss}")
-    return [(off, min(mss, length - off)) for off in range(0, length, mss)]
-
-
-@dataclass(frozen=True, slots=True)
-class NicFrame:
-    """What the NIC put on the wire for one record: sealed bytes and their segments."""
-
-    port: str
-    wire: bytes
-    segments: tuple[tuple[int, int], ...]
-
-
-class Sealer(Protocol):
-    """The record layer's seal (record.RecordProtector is one)."""
-
-    def seal(
-        self, rtype: int, payload: bytes | bytearray | memoryview, seq: int, explicit: Any = None
-    ) -> bytes: ...
-
-
-def nic_transmit(
-    tag: SendTag,
-    sealer: Sealer,
-    *,
-    rtype: int,
-    payload: bytes | bytearray | memoryview,
-    seq: int,
-    explicit: Any,
-    mss: int,
-) -> NicFrame:
-    """The NIC's part of ifnet TLS: seal the plaintext record, then segment it.
-
-    The record arrives framed but unencrypted; `explicit` is the TLS 1.2 GCM
-    nonce counter value or CBC IV that ktls_frame() wrote into its header, so
-    the NIC produces the bytes software mode would, and a retransmission after a
-    tag reset repeats them exactly.
-    """
-    wire = sealer.seal(rtype, payload, seq, explicit)
-    return NicFrame(tag.port, wire, tuple(tso_segments(len(wire), mss)))

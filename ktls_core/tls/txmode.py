@@ -31,7 +31,9 @@ from ktls_core.tls.session import TCP_TLS_MODE_IFNET, TCP_TLS_MODE_NONE, TCP_TLS
 from ktls_core.tls.suites import gauge_name
 
 if TYPE_CHECKING:
-    from ktls_core.kernel import Tx
+    from collections.abc import Callable
+
+    from ktls_core.kernel import Kernel, Tx
     from ktls_core.net.ifnet import Network
     from ktls_core.net.tcp import Conn, Endpoints
     from ktls_core.tls.ifnet_tls import (
@@ -430,3 +432,73 @@ def account_retransmit(tx: Tx, conn: Conn, nbytes: int) -> IfnetDisabled | None:
     )
     tx.log(event.dmesg())
     return event
+
+
+class IfnetOutput:
+    """ip_output_send() for the records of one send on an ifnet session.
+
+    The check itself reads no state: the session's tag (as the send last saw
+    it) against the egress (computed when the send starts and again whenever
+    the send looks at its session, `refresh()`). Only a mismatch opens a
+    transaction: ktls_output_eagain(), the ktls_reset_send_tag() task, and, when
+    a tag was had, tcp_account_for_send() for the record TCP resends.
+
+    Model: one ip_output_send() call carries the first record the stale tag
+    meets; it is dropped (ENOBUFS), the reset task runs before TCP's
+    retransmission timer fires, and TCP resends that record through the new
+    tag; the records after it go out on the new tag directly.
+    """
+
+    def __init__(self, kernel: Kernel, conn: Conn, emit: Callable[[object], None]) -> None:
+        self.kernel = kernel
+        self.conn = conn
+        self.emit = emit
+        self.egress: EgressView | None = None
+
+    def refresh(self, tx: Tx) -> None:
+        """The egress now (a route change or a lagg failover may have moved it)."""
+        self.egress = tls_egress(load_net(tx), self.conn.family, self.conn.faddr, self.conn.flowid)
+
+    def output(self, s: Session, seq: int, wire_len: int) -> Session:
+        """Send the record `seq` of `wire_len` bytes through session `s`.
+
+        Returns the session the rest of the send uses (a new tag, or software
+        after ktls_disable_ifnet()); raises KtlsError ECONNABORTED when the reset
+        could not allocate a tag and the connection was dropped.
+        """
+        from ktls_core.net import tcp
+        from ktls_core.tls import ifnet_tls
+        from ktls_core.tls import session as sessions
+
+        if self.egress is None:
+            with self.kernel.snapshot() as tx:
+                self.refresh(tx)
+        old = session_tag(s)
+        verdict = ifnet_tls.output_check(old, self.egress, reset_pending=s.reset_pending)
+        if verdict.sent:
+            return s
+        name = self.conn.name
+        self.emit(ifnet_tls.PacketDropped(name, seq, wire_len, verdict.reason))
+        events: list[object] = []
+        with self.kernel.transaction() as tx:
+            conn = tcp.get(tx, self.conn.id)
+            if conn is None or sessions.get(tx, conn.id) is None:
+                raise KtlsError(Errno.ECONNABORTED, "the connection was dropped")
+            if output_eagain(tx, conn.id):
+                events.append(ifnet_tls.TagResetScheduled(name, old))
+            self.refresh(tx)
+            out = reset_send_tag(tx, conn)
+            events.extend(out.events)
+            new = None
+            if out.tag is not None:
+                disabled = account_retransmit(tx, conn, wire_len)
+                if disabled is not None:
+                    events.append(disabled)
+                new = sessions.get(tx, conn.id)
+        for event in events:
+            self.emit(event)
+        if out.tag is None or new is None:
+            reason = out.error.strerror if out.error is not None else "no send tag"
+            raise KtlsError(Errno.ECONNABORTED, f"send tag reset failed: {reason}")
+        self.emit(ifnet_tls.Retransmitted(name, seq, wire_len, out.tag))
+        return new

@@ -422,34 +422,3 @@ def test_disable_ifnet_counts_ok_or_failed() -> None:
         "kern.ipc.tls.stats.ifnet_disable_failed": 1,
     }
     assert event.dmesg().startswith(f"ktls_disable_ifnet: {CONN}: ")
-
-
-# -- the NIC model ------------------------------------------------------------------------
-
-
-def test_tso_cuts_at_the_mss() -> None:
-    assert it.tso_segments(16_413, 1448) == [(i * 1448, 1448) for i in range(11)] + [(15_928, 485)]
-    assert it.tso_segments(1448, 1448) == [(0, 1448)]
-    assert it.tso_segments(0, 1448) == []
-    with pytest.raises(ValueError):
-        it.tso_segments(10, 0)
-
-
-def test_nic_seals_exactly_what_software_seals_and_segments_it() -> None:
-    from ktls_core.tls.record import SessionKeys, make_protector
-
-    keys = SessionKeys.from_names("1.2", "aes-gcm", bytes(range(16)), bytes(4))
-    payload = bytes(range(256)) * 12
-    software = make_protector(keys).seal(23, payload, 7, 0x1122334455667788)
-    nic = make_protector(keys)  # the NIC's own copy of the session keys
-    frame = it.nic_transmit(
-        _tag(), nic, rtype=23, payload=payload, seq=7, explicit=0x1122334455667788, mss=1448
-    )
-    assert frame.wire == software and frame.port == "cc0"
-    assert frame.segments == ((0, 1448), (1448, 1448), (2896, 205))
-    assert sum(n for _, n in frame.segments) == len(software) == 3072 + 13 + 16
-    # A retransmission after a tag reset repeats the same bytes.
-    again = it.nic_transmit(
-        _tag(), nic, rtype=23, payload=payload, seq=7, explicit=0x1122334455667788, mss=1448
-    )
-    assert again.wire == frame.wire
