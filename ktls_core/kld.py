@@ -170,7 +170,11 @@ def find_file(tx: Tx, word: str) -> LinkerFile | None:
 
 
 def kldunload(tx: Tx, f: LinkerFile) -> None:
-    """kldunload(2) of a loaded file: EBUSY while its MOD_UNLOAD handler refuses."""
+    """kldunload(2) of a loaded file: EBUSY while its MOD_UNLOAD handler refuses.
+
+    The refusal logs a kernel message first: callers commit the transaction
+    before reporting the error (the message stays, as in FreeBSD's dmesg).
+    """
     if f.id == 1:
         raise KtlsError(Errno.EBUSY, "the kernel is not unloadable")
     name = module_name(f.name)

@@ -125,7 +125,11 @@ def _read(path: str, is_pcap: bool, flow: tuple[str, int] | None) -> Any:
         src, sport = flow if flow is not None else (None, None)
         stream, _key = reassemble(read_segments(data), src=src, sport=sport)
         return iter([stream])
-    return _chunks(path)
+    import sys
+
+    # Opened here, so a missing file is reported before any output.
+    fh: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    return _chunks(fh)
 
 
 def _slurp(path: str) -> bytes:
@@ -137,10 +141,9 @@ def _slurp(path: str) -> bytes:
         return fh.read()
 
 
-def _chunks(path: str) -> Any:
+def _chunks(fh: IO[bytes]) -> Any:
     import sys
 
-    fh: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     try:
         while True:
             chunk = fh.read(READ_CHUNK)
@@ -217,6 +220,7 @@ def _decode(env: Env, keys: SessionKeys, start: int, chunks: Any, plain_path: st
         document(env, "decode", {"records": records, **summary})
     else:
         verdict = "all authentic" if not bad else f"{bad} bad"
-        text.write(f"{good + bad} records, {nbytes} bytes, {verdict}\n")
+        count = "1 record" if good + bad == 1 else f"{good + bad} records"
+        text.write(f"{count}, {nbytes} bytes, {verdict}\n")
     if bad:
         raise click.exceptions.Exit(EXIT_FAILURE)

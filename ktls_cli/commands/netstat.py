@@ -140,6 +140,8 @@ def _connections(
         docs: list[dict[str, Any]] = [conn_doc(c, sessions.get(c.id)) for c in conns]
         document(env, "netstat", {"connections": docs})
         return
+    if not conns:
+        return  # protopr() prints its title and header with the first socket only
     title = "Active Internet connections"
     if all_sockets:
         title += " (including servers)"

@@ -55,8 +55,9 @@ def summary(r: SendResult) -> str:
     if r.mode == "none" or r.first_seq is None:
         return f"{r.conn}: {r.bytes} bytes, no KTLS (TCP seq {r.tcp_seq})"
     last = f"{r.first_seq} to {r.next_seq - 1}" if r.records and r.next_seq else "none"
+    records = "1 record" if r.records == 1 else f"{r.records} records"
     return (
-        f"{r.conn}: {r.records} records, {r.bytes} bytes ({r.wire_bytes} on the wire),"
+        f"{r.conn}: {records}, {r.bytes} bytes ({r.wire_bytes} on the wire),"
         f" seq {last}, next seq {r.next_seq}"
     )
 
