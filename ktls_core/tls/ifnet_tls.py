@@ -50,6 +50,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ktls_core.errors import Errno, KtlsError, strerror
+from ktls_core.tls.suites import (
+    MAC_LEN,
+    TLS_MINOR_VER_ONE,
+    TLS_MINOR_VER_THREE,
+    TLS_MINOR_VER_TWO,
+    CryptoAlg,
+    Suite,
+)
 
 # --- constants ---------------------------------------------------------------
 
@@ -173,18 +181,19 @@ class EgressView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Egress:
-    """An EgressView built by hand (tests, and paths that are not routed)."""
+    """An EgressView with the port's driver: what txmode.tls_egress() builds from the route."""
 
     ifname: str
     capenable: int
     port: str | None
     port_capenable: int = 0
     snd_tag: bool = True
+    port_driver: str | None = None  # the port's driver (cxgbe, mlx5en): driver_check()
 
     @classmethod
-    def direct(cls, ifname: str, capenable: int) -> Egress:
+    def direct(cls, ifname: str, capenable: int, driver: str | None = None) -> Egress:
         """A physical interface routed directly (no vlan, no lagg)."""
-        return cls(ifname, capenable, ifname, capenable)
+        return cls(ifname, capenable, ifname, capenable, True, driver)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +217,41 @@ def _family_cap(ipv6: bool) -> int:
     return IFCAP_TXTLS6 if ipv6 else IFCAP_TXTLS4
 
 
+# The suites each NIC's tag allocation takes (cxgbe_tls_tag_alloc() of the T6,
+# mlx5e_tls_snd_tag_alloc() of ConnectX-6 Dx): TLS versions, then cipher and key sizes.
+_DRIVER_VERSIONS: dict[str, tuple[int, ...]] = {
+    "cxgbe": (TLS_MINOR_VER_ONE, TLS_MINOR_VER_TWO),
+    "mlx5en": (TLS_MINOR_VER_TWO, TLS_MINOR_VER_THREE),
+}
+_DRIVER_KEYS: dict[str, dict[int, tuple[int, ...]]] = {
+    "cxgbe": {CryptoAlg.AES_CBC: (16, 24, 32), CryptoAlg.AES_NIST_GCM_16: (16, 24, 32)},
+    "mlx5en": {CryptoAlg.AES_NIST_GCM_16: (16, 32)},
+}
+
+
+def driver_check(driver: str | None, suite: Suite, port: str) -> None:
+    """The NIC driver's part of m_snd_tag_alloc(): can its hardware do this suite?
+
+    A T6 (cxgbe) does TLS 1.1 and 1.2 with AES-GCM or AES-CBC and an HMAC; a
+    ConnectX-6 Dx (mlx5en) TLS 1.2 and 1.3 with AES-GCM-128/256. Anything else
+    is EPROTONOSUPPORT (a key size they lack, EINVAL); a driver without TLS
+    tags at all is EOPNOTSUPP, as m_snd_tag_alloc() says without
+    if_snd_tag_alloc.
+    """
+    versions = _DRIVER_VERSIONS.get(driver or "")
+    if versions is None:
+        raise KtlsError(Errno.EOPNOTSUPP, f"{port}: driver {driver} has no TLS send tags")
+    if suite.vminor not in versions:
+        raise KtlsError(Errno.EPROTONOSUPPORT, f"{port}: {driver} cannot do TLS {suite.version}")
+    keys = _DRIVER_KEYS[driver or ""].get(suite.cipher)
+    if keys is None:
+        raise KtlsError(Errno.EPROTONOSUPPORT, f"{port}: {driver} cannot do {suite.name}")
+    if suite.key_len not in keys:
+        raise KtlsError(Errno.EINVAL, f"{port}: {driver} has no {suite.key_len * 8}-bit keys")
+    if suite.cipher == CryptoAlg.AES_CBC and suite.auth not in MAC_LEN:
+        raise KtlsError(Errno.EPROTONOSUPPORT, f"{port}: {driver} cannot do that HMAC")
+
+
 def alloc_snd_tag(
     egress: EgressView | None,
     *,
@@ -216,13 +260,17 @@ def alloc_snd_tag(
     permitted: bool,
     connected: bool = True,
     pacing: bool = False,
+    driver: str | None = None,
+    suite: Suite | None = None,
 ) -> SendTag:
     """ktls_alloc_snd_tag(): a TLS send tag on the connection's egress, or KtlsError.
 
     `force` (mode switches and resets) ignores kern.ipc.tls.ifnet.permitted but
     not the capability checks. `connected` False is a dropped or time-wait
     connection (ECONNRESET). `pacing` is a connection with a pacing rate: on an
-    interface with TXTLS_RTLMT enabled it gets a TLS + rate-limit tag.
+    interface with TXTLS_RTLMT enabled it gets a TLS + rate-limit tag. With
+    `driver` (the port's) and the session's `suite`, the driver's own tag
+    allocation refuses the suites its NIC cannot do (driver_check()).
     """
     if not connected:
         raise KtlsError(Errno.ECONNRESET, "connection is gone")
@@ -244,6 +292,8 @@ def alloc_snd_tag(
         raise KtlsError(Errno.EOPNOTSUPP, f"{egress.ifname}: no active port")
     if not egress.port_capenable & cap:
         raise KtlsError(Errno.EOPNOTSUPP, f"{egress.port}: no TLS offload")
+    if suite is not None:
+        driver_check(driver, suite, egress.port)
     tag_type = (
         IF_SND_TAG_TYPE_TLS_RATE_LIMIT
         if pacing and egress.capenable & IFCAP_TXTLS_RTLMT
@@ -262,6 +312,8 @@ def try_ifnet(
     permitted: bool,
     connected: bool = True,
     pacing: bool = False,
+    driver: str | None = None,
+    suite: Suite | None = None,
 ) -> SendTag:
     """ktls_try_ifnet(): allocate the tag; on success the session is ifnet mode.
 
@@ -269,7 +321,14 @@ def try_ifnet(
     away and tries software next (ktls_enable_tx()).
     """
     tag = alloc_snd_tag(
-        egress, ipv6=ipv6, force=force, permitted=permitted, connected=connected, pacing=pacing
+        egress,
+        ipv6=ipv6,
+        force=force,
+        permitted=permitted,
+        connected=connected,
+        pacing=pacing,
+        driver=driver,
+        suite=suite,
     )
     sink.gauge(mode_gauge(TCP_TLS_MODE_IFNET, gauge), 1)
     return tag
@@ -469,6 +528,8 @@ def reset_send_tag(
     ipv6: bool,
     dropped: bool = False,
     pacing: bool = False,
+    driver: str | None = None,
+    suite: Suite | None = None,
 ) -> ResetOutcome:
     """The ktls_reset_send_tag() task: free the old tag, allocate one with force=true.
 
@@ -479,7 +540,14 @@ def reset_send_tag(
     """
     try:
         tag = alloc_snd_tag(
-            egress, ipv6=ipv6, force=True, permitted=True, connected=not dropped, pacing=pacing
+            egress,
+            ipv6=ipv6,
+            force=True,
+            permitted=True,
+            connected=not dropped,
+            pacing=pacing,
+            driver=driver,
+            suite=suite,
         )
     except KtlsError as exc:
         events: list[Event] = []

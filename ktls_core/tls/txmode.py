@@ -23,7 +23,6 @@ per group (scaled by its size), and one UPDATE per group.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ktls_core.errors import Errno, KtlsError
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from ktls_core.net.ifnet import Network
     from ktls_core.net.tcp import Conn, Endpoints
     from ktls_core.tls.ifnet_tls import (
+        Egress,
         EgressView,
         IfnetDisabled,
         ModeChange,
@@ -70,26 +70,30 @@ def load_net(tx: Tx) -> Network:
     return net
 
 
-def tls_egress(net: Network, family: int, faddr: str, flowid: int) -> EgressView | None:
+def tls_egress(net: Network, family: int, faddr: str, flowid: int) -> Egress | None:
     """The route's interface and the port behind it, for ktls_alloc_snd_tag().
 
     No route (or a reject/blackhole route) is None: ktls_alloc_snd_tag() then
     says ENXIO. A route whose path cannot send (an interface down, a lagg with no
     active port) still names its interface, with no port: a tag cannot be had
-    there (EOPNOTSUPP) and an old tag does not match it.
+    there (EOPNOTSUPP) and an old tag does not match it. The port's driver
+    comes along for ifnet_tls.driver_check().
     """
     from ktls_core.net import route
-    from ktls_core.tls import ifnet_tls
+    from ktls_core.tls.ifnet_tls import Egress
 
     try:
-        return route.egress(net, faddr, flowid)
+        e = route.egress(net, faddr, flowid)
     except KtlsError as exc:
         if exc.errno != Errno.ENETUNREACH:
             return None
-    r = route.lookup(net, faddr)
-    if r is None:
-        return None
-    return ifnet_tls.Egress(r.ifname, net.options(r.ifname), None, 0)
+        r = route.lookup(net, faddr)
+        if r is None:
+            return None
+        return Egress(r.ifname, net.options(r.ifname), None, 0)
+    return Egress(
+        e.ifname, e.capenable, e.port, e.port_capenable, e.snd_tag, net.get(e.port).driver
+    )
 
 
 # -- one connection -------------------------------------------------------------------
@@ -133,7 +137,14 @@ def set_tx_mode(tx: Tx, conn: Conn, mode: int, *, net: Network | None = None) ->
     def try_ifnet_tag() -> SendTag:
         egress = tls_egress(net or load_net(tx), conn.family, conn.faddr, conn.flowid)
         # ktls_try_ifnet(so, tls, true): permitted is ignored, capabilities are not.
-        return ifnet_tls.alloc_snd_tag(egress, ipv6=conn.family == 6, force=True, permitted=True)
+        return ifnet_tls.alloc_snd_tag(
+            egress,
+            ipv6=conn.family == 6,
+            force=True,
+            permitted=True,
+            driver=None if egress is None else egress.port_driver,
+            suite=None if s is None else s.suite,
+        )
 
     change = ifnet_tls.set_tx_mode(
         tx,
@@ -237,17 +248,6 @@ class _Scaled:
         self.tx.gauge(name, delta * self.n)
 
 
-@dataclass(frozen=True, slots=True)
-class _Egress:
-    """A hashable copy of the parts of an egress a tag decision depends on."""
-
-    ifname: str
-    capenable: int
-    port: str | None
-    port_capenable: int
-    snd_tag: bool
-
-
 def switch_all(tx: Tx, mode: int, *, stack: str | None = None) -> list[tuple[str, int]]:
     """switch_tls -a / -S: every non-listening connection, in pcb order: (name, errno)."""
     if stack is not None and stack != DEFAULT_STACK:
@@ -261,7 +261,7 @@ def switch_all(tx: Tx, mode: int, *, stack: str | None = None) -> list[tuple[str
     # Group the rows whose outcome is not a plain "no session / same mode" 0.
     groups: dict[tuple[Any, ...], list[int]] = {}
     net: Network | None = None
-    egress_cache: dict[tuple[int, str, int], _Egress | None] = {}
+    egress_cache: dict[tuple[int, str, int], Egress | None] = {}
     for i, r in enumerate(rows):
         current = r[8]
         if current is None:
@@ -274,12 +274,7 @@ def switch_all(tx: Tx, mode: int, *, stack: str | None = None) -> list[tuple[str
                 net = load_net(tx)
             ekey = (r[1], r[4], r[6])
             if ekey not in egress_cache:
-                e = tls_egress(net, r[1], r[4], r[6])
-                egress_cache[ekey] = (
-                    None
-                    if e is None
-                    else _Egress(e.ifname, e.capenable, e.port, e.port_capenable, e.snd_tag)
-                )
+                egress_cache[ekey] = tls_egress(net, r[1], r[4], r[6])
             key += (r[1], egress_cache[ekey])
         groups.setdefault(key, []).append(i)
     for key, members in groups.items():
@@ -302,11 +297,18 @@ def _switch_group(
     first = sessions.get(tx, conn_ids[0])
     assert first is not None
     try_sw = _SwTry(tx, first)
-    egress: _Egress | None = key[7] if len(key) > 6 else None
+    egress: Egress | None = key[7] if len(key) > 6 else None
     family = key[6] if len(key) > 6 else 4
 
     def try_ifnet_tag() -> SendTag:
-        return ifnet_tls.alloc_snd_tag(egress, ipv6=family == 6, force=True, permitted=True)
+        return ifnet_tls.alloc_snd_tag(
+            egress,
+            ipv6=family == 6,
+            force=True,
+            permitted=True,
+            driver=None if egress is None else egress.port_driver,
+            suite=first.suite,
+        )
 
     try:
         change = ifnet_tls.set_tx_mode(
@@ -370,6 +372,8 @@ def reset_send_tag(tx: Tx, conn: Conn, *, net: Network | None = None) -> ResetOu
         egress=egress,
         ipv6=conn.family == 6,
         dropped=not alive,
+        driver=None if egress is None else egress.port_driver,
+        suite=None if s is None else s.suite,
     )
     if out.tag is not None:
         tx.conn.execute(

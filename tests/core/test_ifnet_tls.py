@@ -20,6 +20,14 @@ from ktls_core.tls.ifnet_tls import (
     Egress,
     SendTag,
 )
+from ktls_core.tls.suites import (
+    TLS_MINOR_VER_ONE,
+    TLS_MINOR_VER_THREE,
+    TLS_MINOR_VER_TWO,
+    TLS_MINOR_VER_ZERO,
+    CryptoAlg,
+    Suite,
+)
 
 TLS_CAPS = IFCAP_MEXTPG | IFCAP_TXTLS4 | IFCAP_TXTLS6
 CONN = "198.51.100.10 443 198.51.100.7 51514"
@@ -108,6 +116,47 @@ def test_alloc_snd_tag_errors(
 ) -> None:
     with pytest.raises(KtlsError) as info:
         it.alloc_snd_tag(egress, ipv6=ipv6, force=force, permitted=permitted)
+    assert info.value.errno == errno
+
+
+GCM12 = Suite(CryptoAlg.AES_NIST_GCM_16, 16, TLS_MINOR_VER_TWO)
+
+
+@pytest.mark.parametrize(
+    ("driver", "suite", "errno"),
+    [
+        ("cxgbe", GCM12, None),
+        ("cxgbe", Suite(CryptoAlg.AES_NIST_GCM_16, 24, TLS_MINOR_VER_ONE), None),
+        ("cxgbe", Suite(CryptoAlg.AES_CBC, 32, TLS_MINOR_VER_TWO, CryptoAlg.SHA2_384_HMAC), None),
+        # The T6 does no TLS 1.0 and no TLS 1.3, and no ChaCha20.
+        ("cxgbe", Suite(CryptoAlg.AES_CBC, 16, TLS_MINOR_VER_ZERO, CryptoAlg.SHA1_HMAC),
+         Errno.EPROTONOSUPPORT),
+        ("cxgbe", Suite(CryptoAlg.AES_NIST_GCM_16, 16, TLS_MINOR_VER_THREE), Errno.EPROTONOSUPPORT),
+        ("cxgbe", Suite(CryptoAlg.CHACHA20_POLY1305, 32, TLS_MINOR_VER_TWO),
+         Errno.EPROTONOSUPPORT),
+        # ConnectX-6 Dx: AES-GCM-128/256 with TLS 1.2 and 1.3 only.
+        ("mlx5en", Suite(CryptoAlg.AES_NIST_GCM_16, 32, TLS_MINOR_VER_THREE), None),
+        ("mlx5en", Suite(CryptoAlg.AES_NIST_GCM_16, 24, TLS_MINOR_VER_TWO), Errno.EINVAL),
+        ("mlx5en", Suite(CryptoAlg.AES_CBC, 16, TLS_MINOR_VER_TWO, CryptoAlg.SHA1_HMAC),
+         Errno.EPROTONOSUPPORT),
+        ("mlx5en", Suite(CryptoAlg.AES_NIST_GCM_16, 16, TLS_MINOR_VER_ONE), Errno.EPROTONOSUPPORT),
+        # em(4) has no TLS send tags at all.
+        ("em", GCM12, Errno.EOPNOTSUPP),
+        (None, GCM12, Errno.EOPNOTSUPP),
+    ],
+)  # fmt: skip
+def test_driver_takes_only_the_suites_its_nic_does(
+    driver: str | None, suite: Suite, errno: Errno | None
+) -> None:
+    egress = Egress.direct("mce0", TLS_CAPS, driver)
+    if errno is None:
+        tag = it.alloc_snd_tag(egress, ipv6=False, force=True, permitted=True, driver=driver,
+                               suite=suite)  # fmt: skip
+        assert tag.port == "mce0"
+        return
+    with pytest.raises(KtlsError) as info:
+        it.alloc_snd_tag(egress, ipv6=False, force=True, permitted=True, driver=driver,
+                         suite=suite)  # fmt: skip
     assert info.value.errno == errno
 
 
