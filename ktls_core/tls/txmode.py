@@ -163,6 +163,24 @@ def set_tx_mode(tx: Tx, conn: Conn, mode: int, *, net: Network | None = None) ->
     return change
 
 
+def txtls_mode(kernel: Kernel, ep: Endpoints, mode: int) -> ModeChange:
+    """setsockopt(TCP_TXTLS_MODE) as one kernel call.
+
+    A refused switch still commits what FreeBSD counts for it (switch_failed,
+    active up and down again), then raises the errno.
+    """
+    from ktls_core.net import tcp
+
+    failure: KtlsError | None = None
+    with kernel.transaction() as tx:
+        conn = tcp.find(tx, ep)
+        try:
+            return set_tx_mode(tx, conn, mode)
+        except KtlsError as exc:
+            failure = exc
+    raise failure
+
+
 def _store_mode(
     tx: Tx, conn_ids: list[int], mode: int, backend: str | None, tag: SendTag | None
 ) -> None:

@@ -144,3 +144,18 @@ def test_set_tx_mode_round_trip_keeps_sequence_state(ifnet_conn: str) -> None:
         assert counter(tx, "kern.ipc.tls.stats.switch_to_sw") == 1
         assert counter(tx, "kern.ipc.tls.stats.switch_to_ifnet") == 1
         assert counter(tx, "kern.ipc.tls.stats.active") == 1
+
+
+def test_txtls_mode_commits_switch_failed_before_raising(ifnet_conn: str, ktls: Any) -> None:
+    assert ktls("ifconfig", "lagg0", "-txtls").exit == 0
+    assert ktls("switch_tls", "-s", *PEER).exit == 0
+    kernel = Kernel.open(ifnet_conn)
+    with pytest.raises(KtlsError) as info:
+        txmode.txtls_mode(kernel, tcp.parse_endpoints(PEER), ifnet_tls.TCP_TLS_MODE_IFNET)
+    assert info.value.errno == Errno.EOPNOTSUPP
+    with kernel.snapshot() as tx:
+        assert counter(tx, "kern.ipc.tls.stats.switch_failed") == 1
+        assert counter(tx, "kern.ipc.tls.stats.active") == 1
+    change = txmode.txtls_mode(kernel, tcp.parse_endpoints(PEER), ifnet_tls.TCP_TLS_MODE_SW)
+    assert not change.changed
+    kernel.store.close()
