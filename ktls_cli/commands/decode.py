@@ -86,7 +86,8 @@ def _keys(
         if opts.random_keys:
             raise click.UsageError("decode cannot guess keys (--random-keys)")
         try:
-            return session_keys(opts), first_seq or 0, None
+            start = first_seq if first_seq is not None else opts.rec_seq or 0
+            return session_keys(opts), start, None
         except KtlsError as exc:
             raise click.UsageError(f"bad TLS options: {exc.detail or exc.strerror}") from None
     if opts.given and (opts.key or opts.cipher or opts.version or opts.auth or opts.auth_key):
