@@ -682,7 +682,12 @@ class TlsHandshake:
                 self.peer_closed = self.clean_close = True
                 break
             except ssl.SSLEOFError:
+                # EOF without close_notify: OpenSSL 3 writes a fatal alert for it.
+                # The peer is gone, and after the hand-off the alert could not be
+                # sealed at the kernel's sequence number anyway: drop it.
                 self.peer_closed = True
+                if self._handed_off:
+                    self._outgoing.read()
                 break
             except ssl.SSLError as exc:
                 raise HandshakeError(

@@ -401,10 +401,8 @@ def cli(
         listener = _listen(listen)
         host, port = listener.getsockname()[:2]
         shown = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-        env.err(f"ktls {TOOL}: listening on https://{shown}/ (root {root})")
-        env.stderr.flush()
         server = Server(env, kernel, listener, root, config)
-        _run_until_signal(server)
+        _run_until_signal(server, f"ktls {TOOL}: listening on https://{shown}/ (root {root})")
     finally:
         if listener is not None:
             listener.close()
@@ -434,8 +432,12 @@ def _warn_disabled(env: Env, kernel: Kernel) -> None:
         )
 
 
-def _run_until_signal(server: Server) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
+def _run_until_signal(server: Server, announce: str) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down cleanly.
+
+    `announce` (the listening line) is printed inside the guarded region: a
+    script that signals as soon as it reads the line still gets a clean stop.
+    """
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -443,6 +445,8 @@ def _run_until_signal(server: Server) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
+        server.env.err(announce)
+        server.env.stderr.flush()
         server.run()
     except KeyboardInterrupt:
         pass
