@@ -476,6 +476,7 @@ class IfnetOutput:
         self.conn = conn
         self.emit = emit
         self.egress: EgressView | None = None
+        self.port: str | None = None  # where the last record went (its tag's port)
 
     def refresh(self, tx: Tx) -> None:
         """The egress now (a route change or a lagg failover may have moved it)."""
@@ -498,6 +499,7 @@ class IfnetOutput:
         old = session_tag(s)
         verdict = ifnet_tls.output_check(old, self.egress, reset_pending=s.reset_pending)
         if verdict.sent:
+            self.port = None if old is None else old.port
             return s
         name = self.conn.name
         self.emit(ifnet_tls.PacketDropped(name, seq, wire_len, verdict.reason))
@@ -513,6 +515,8 @@ class IfnetOutput:
             events.extend(out.events)
             new = None
             if out.tag is not None:
+                # TCP resends the record through the new tag (tcp_account_for_send()).
+                events.append(ifnet_tls.Retransmitted(name, seq, wire_len, out.tag))
                 disabled = account_retransmit(tx, conn, wire_len)
                 if disabled is not None:
                     events.append(disabled)
@@ -522,5 +526,5 @@ class IfnetOutput:
         if out.tag is None or new is None:
             reason = out.error.strerror if out.error is not None else "no send tag"
             raise KtlsError(Errno.ECONNABORTED, f"send tag reset failed: {reason}")
-        self.emit(ifnet_tls.Retransmitted(name, seq, wire_len, out.tag))
+        self.port = out.tag.port
         return new
