@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
+from ktls_cli.commands.send_connect import ConnectOptions, connect_options
 from ktls_cli.connections import complete
 from ktls_cli.env import Env
 
@@ -87,7 +88,7 @@ class JsonRecords:
 
 
 @click.command("send")
-@click.argument("conn", nargs=-1, required=True, shell_complete=complete)
+@click.argument("conn", nargs=-1, shell_complete=complete)
 @click.option("--data", metavar="TEXT", help="Send TEXT (UTF-8).")
 @click.option("--hex", "hexdata", metavar="HEX", help="Send these bytes.")
 @click.option("--file", "path", type=click.Path(dir_okay=False), help="Send the file's bytes.")
@@ -107,6 +108,7 @@ class JsonRecords:
 @click.option("--out", "out_path", metavar="FILE", help="Write the byte stream to FILE (- stdout).")
 @click.option("--pcap", "pcap_path", metavar="FILE", help="Write the frames as a pcap file.")
 @click.option("--trace", is_flag=True, help="Print the kernel's events on stderr.")
+@connect_options  # --connect HOST:PORT and its handshake options (issue 7, send_connect.py)
 @pass_env
 def cli(
     env: Env,
@@ -120,15 +122,25 @@ def cli(
     out_path: str | None,
     pcap_path: str | None,
     trace: bool,
+    connect: ConnectOptions | None,
 ) -> None:
     """Send data on connection CONN through the simulated transmit path.
 
-    CONN is `laddr lport faddr fport` or `laddr:lport faddr:fport`. Exactly one
-    of --data, --hex, --file, --stdin. Exit status: 0 success, 1 the send
-    failed (the syscall's errno is printed), 2 usage error.
+    CONN is `laddr lport faddr fport` or `laddr:lport faddr:fport`; or, with
+    --connect HOST:PORT, a real TLS connection (handshake in userland, then
+    KTLS). Exactly one of --data, --hex, --file, --stdin. Exit status: 0
+    success, 1 the send failed (the syscall's errno is printed), 2 usage error.
     """
     from ktls_cli.commands.setsockopt import resolve
     from ktls_core.errors import Errno, KtlsError
+
+    if connect is not None:
+        from ktls_cli.commands.send_connect import run
+
+        return run(env, connect, conn, data, hexdata, path, use_stdin, syscall, record_type,
+                   out_path, pcap_path, trace)  # fmt: skip
+    if not conn:
+        raise click.UsageError("missing CONN (or --connect HOST:PORT)")
 
     sources = [x is not None for x in (data, hexdata, path)] + [use_stdin]
     if sum(sources) != 1:

@@ -75,7 +75,7 @@ def connect_options(func: F) -> F:
         if target is None:
             given = [f"--{k.replace('_', '-')}" for k, v in fields.items() if v]
             if given:
-                raise click.UsageError(f"{', '.join(given)} only go with --connect")
+                raise click.UsageError(f"{', '.join(given)}: only with --connect")
             kw["connect"] = None
         else:
             if fields["cafile"] and fields["insecure"]:
