@@ -86,6 +86,23 @@ def set_enable(env: Env, ep: Endpoints, value: list[str], opts: TlsOptions) -> d
 SETTERS["TCP_TXTLS_ENABLE"] = set_enable
 
 
+def set_mode(env: Env, ep: Endpoints, value: list[str], opts: TlsOptions) -> dict[str, Any]:
+    """TCP_TXTLS_MODE: ktls_set_tx_mode() (the ifnet issue's txmode.txtls_mode())."""
+    from ktls_core.tls import ifnet_tls, txmode
+
+    if len(value) != 1:
+        raise click.UsageError("TCP_TXTLS_MODE takes one value: sw, ifnet, 1 or 2")
+    change = txmode.txtls_mode(env.kernel(), ep, ifnet_tls.parse_mode(value[0]))
+    return {
+        "old": ifnet_tls.mode_name(change.old),
+        "new": ifnet_tls.mode_name(change.new),
+        "changed": change.changed,
+    }
+
+
+SETTERS["TCP_TXTLS_MODE"] = set_mode
+
+
 @click.command(
     "setsockopt",
     context_settings={"ignore_unknown_options": False, "help_option_names": ["--help"]},

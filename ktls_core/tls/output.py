@@ -42,7 +42,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from ktls_core.errors import Errno, KtlsError, strerror
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from ktls_core.net.tcp import Conn, Endpoints
     from ktls_core.tls.record import RecordProtector
     from ktls_core.tls.session import Session
+    from ktls_core.tls.txmode import IfnetOutput
     from ktls_core.wire.pcap import TcpFlow
 
 SYSCALLS = ("write", "aio_write", "sendfile", "sendmsg")
@@ -528,6 +529,7 @@ class _TlsRunner:
         self.tcp_seq = self.tcp_end = 0
         self.index = 0
         self.mode = sess.mode
+        self.ifnet_out: IfnetOutput | None = None  # the send-tag check, ifnet mode only
 
     # -- reservations --
 
@@ -735,13 +737,26 @@ class _TlsRunner:
     def _ip_output_send(self, batch: Batch) -> memoryview:
         """ip_output_send() for an ifnet session's records: the NIC seals them.
 
-        This is where the send tag is compared with the egress port (issue 6:
-        ifnet_tls.output_check(), the drop, ktls_reset_send_tag(), TCP's
-        retransmission); on a match the NIC model produces the bytes software
-        would.
+        Each record meets the send-tag check of txmode.IfnetOutput (issue 6): on
+        a mismatch the packet is dropped, ktls_reset_send_tag() runs and TCP
+        retransmits the record through the new tag (or the connection is dropped
+        with ECONNABORTED). The NIC model then produces exactly the bytes software
+        would, so the peer's stream is unbroken.
         """
+        from ktls_core.tls.txmode import IfnetOutput
+
+        if self.ifnet_out is None:
+            self.ifnet_out = IfnetOutput(self.st.kernel, self.st.conn, self.st.emit)
+        s = self.sess
+        for i in range(batch.count):
+            length = self.mfl if i < batch.count - 1 else batch.last_len
+            s = self.ifnet_out.output(s, batch.first_seq + i, self.suite.wire_length(length))
+        self.sess = s
         out = self._seal(batch)
-        self.st.emit(Sealed(-1, batch.first_seq, batch.count, self.sess.tag_port or "NIC"))
+        port = self.ifnet_out.port or s.tag_port or "NIC"
+        self.st.emit(Sealed(-1, batch.first_seq, batch.count, port))
+        if port != self.st.link.port and self.ifnet_out.port is not None:
+            self.st.link = replace(self.st.link, port=port)
         return out
 
     # -- mode switches and drops from other processes --
@@ -759,6 +774,8 @@ class _TlsRunner:
         with self.st.kernel.snapshot() as tx:
             s = sessions.get(tx, self.st.conn.id)
             gone = s is None or tcp.get(tx, self.st.conn.id) is None
+            if not gone and self.ifnet_out is not None:
+                self.ifnet_out.refresh(tx)
         if gone or s is None:
             raise KtlsError(Errno.ECONNABORTED, "the connection was dropped")
         self.mode = s.mode

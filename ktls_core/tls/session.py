@@ -246,20 +246,22 @@ def _try_sw(tx: Tx, draft: Session, params: TlsEnable) -> Session:
 
 
 def _try_ifnet(tx: Tx, conn: Conn, draft: Session, *, force: bool) -> Session:
-    """ktls_try_ifnet(): a NIC send tag on the route's interface (issue 6's ifnet_tls).
+    """ktls_try_ifnet(): a NIC send tag on the route's interface (ifnet_tls, txmode).
 
     kern.ipc.tls.ifnet.permitted is 0 by default, so without it (and without
-    force) this fails with ENXIO before the route is looked at.
+    force) this fails with ENXIO before the route is looked at. The port's
+    driver may refuse suites its NIC cannot do (ifnet_tls.driver_check()).
     """
-    from ktls_core.tls import ifnet_tls
+    from ktls_core.tls import ifnet_tls, txmode
 
     permitted = bool(tx.sysctl(ifnet_tls.IFNET_PERMITTED))
     if not force and not permitted:
         raise KtlsError(Errno.ENXIO, "kern.ipc.tls.ifnet.permitted is 0")
-    egress = egress_of(tx, conn)
+    egress = txmode.tls_egress(txmode.load_net(tx), conn.family, conn.faddr, conn.flowid)
     tag = ifnet_tls.try_ifnet(
         tx, egress, gauge=gauge_name(draft.cipher), ipv6=conn.family == 6, force=force,
-        permitted=permitted,
+        permitted=permitted, driver=None if egress is None else egress.port_driver,
+        suite=draft.suite,
     )  # fmt: skip
     return replace(
         draft, mode=TCP_TLS_MODE_IFNET, tag_type=tag.type, tag_ifname=tag.ifname,
