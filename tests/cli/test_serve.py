@@ -177,12 +177,20 @@ def test_curl_downloads_5mib(
 
 
 def https_get(
-    port: int, cafile: str, requests: list[tuple[str, str]], *, src: str | None = None
+    port: int,
+    cafile: str,
+    requests: list[tuple[str, str]],
+    *,
+    src: str | None = None,
+    version: str | None = None,
 ) -> list[tuple[int, dict[str, str], bytes]]:
     """Several requests on one keep-alive connection (http.client over ssl)."""
     import http.client
 
     ctx = ssl.create_default_context(cafile=cafile)
+    if version is not None:
+        pinned = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[version]
+        ctx.minimum_version = ctx.maximum_version = pinned
     conn = http.client.HTTPSConnection(
         "127.0.0.1", port, context=ctx, timeout=TIMEOUT,
         source_address=(src, 0) if src else None,
@@ -199,11 +207,12 @@ def https_get(
     return out
 
 
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_python_client_keep_alive_head_and_errors(
-    current: str, ktls: Ktls, serve: Callable[..., Server], www: Path
+    current: str, ktls: Ktls, serve: Callable[..., Server], www: Path, version: str
 ) -> None:
     server = serve()
-    replies = https_get(server.port, server.cert, [
+    replies = https_get(server.port, server.cert, version=version, requests=[
         ("GET", "/big.bin"), ("HEAD", "/big.bin"), ("GET", "/"),
     ])  # fmt: skip
     (s1, _h1, b1), (s2, h2, b2), (s3, _h3, b3) = replies
@@ -220,6 +229,7 @@ def test_python_client_keep_alive_head_and_errors(
     assert https_get(server.port, server.cert, [("DELETE", "/big.bin")])[0][0] == 405
     assert server.stop() == 0
     assert len(server.out) == 7
+    assert all(f" TLSv{version} " in line for line in server.out[:3]), server.out
     # Three requests on the first connection, one TLS session: 4 more connections after it.
     assert counter(ktls, "kern.ipc.tls.stats.offload_total") == 5
     assert netstat(ktls) == []
@@ -381,9 +391,9 @@ def test_client_reset_mid_download(
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline and not any("by peer" in line for line in server.err):
         time.sleep(0.05)
-    assert any(
-        re.search(r"127\.0\.0\.1 \d+: connection reset by peer", e) for e in server.err
-    ), server.err
+    assert any(re.search(r"127\.0\.0\.1 \d+: connection reset by peer", e) for e in server.err), (
+        server.err
+    )
     for _ in range(100):  # the thread removes the connection right after it logs
         if not netstat(ktls):
             break
