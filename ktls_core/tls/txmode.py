@@ -266,6 +266,21 @@ class _Scaled:
         self.tx.gauge(name, delta * self.n)
 
 
+def hash_modulus(net: Network) -> int:
+    """A number every lagg's port choice divides: egress(faddr, h) == egress(faddr, h % it).
+
+    lacp, loadbalance and roundrobin pick `ports[h % n]` with n the lagg's port
+    count or its count of ports up (1..n), so lcm(1..n) over the largest lagg
+    covers them all, and one route lookup serves every flow of a foreign address.
+    """
+    import math
+
+    largest = max(
+        (len(i.lagg.ports) for i in net.interfaces.values() if i.lagg is not None), default=1
+    )
+    return math.lcm(*range(1, largest + 1))
+
+
 def switch_all(tx: Tx, mode: int, *, stack: str | None = None) -> list[tuple[str, int]]:
     """switch_tls -a / -S: every non-listening connection, in pcb order: (name, errno)."""
     if stack is not None and stack != DEFAULT_STACK:
@@ -279,6 +294,7 @@ def switch_all(tx: Tx, mode: int, *, stack: str | None = None) -> list[tuple[str
     # Group the rows whose outcome is not a plain "no session / same mode" 0.
     groups: dict[tuple[Any, ...], list[int]] = {}
     net: Network | None = None
+    modulus = 1
     egress_cache: dict[tuple[int, str, int], Egress | None] = {}
     for i, r in enumerate(rows):
         current = r[8]
@@ -290,7 +306,8 @@ def switch_all(tx: Tx, mode: int, *, stack: str | None = None) -> list[tuple[str
         if mode == TCP_TLS_MODE_IFNET and current != mode:
             if net is None:
                 net = load_net(tx)
-            ekey = (r[1], r[4], r[6])
+                modulus = hash_modulus(net)
+            ekey = (r[1], r[4], r[6] % modulus)
             if ekey not in egress_cache:
                 egress_cache[ekey] = tls_egress(net, r[1], r[4], r[6])
             key += (r[1], egress_cache[ekey])

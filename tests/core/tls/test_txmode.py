@@ -159,3 +159,51 @@ def test_txtls_mode_commits_switch_failed_before_raising(ifnet_conn: str, ktls: 
     change = txmode.txtls_mode(kernel, tcp.parse_endpoints(PEER), ifnet_tls.TCP_TLS_MODE_SW)
     assert not change.changed
     kernel.store.close()
+
+
+@pytest.mark.parametrize("proto", ["failover", "lacp", "loadbalance"])
+def test_hash_modulus_keeps_every_port_choice(
+    state: str, init_state: Callable[..., Any], ktls: Any, proto: str
+) -> None:
+    init_state(state, "seed")
+    assert ktls("ifconfig", "lagg0", "laggproto", proto).exit == 0
+    kernel = Kernel.open(state)
+    with kernel.snapshot() as tx:
+        net = txmode.load_net(tx)
+        m = txmode.hash_modulus(net)
+        assert m == 2  # two ports: lcm(1, 2)
+        for h in range(0, 4000, 7):
+            assert txmode.tls_egress(net, 4, "198.51.100.7", h) == txmode.tls_egress(
+                net, 4, "198.51.100.7", h % m
+            )
+    kernel.store.close()
+
+
+def test_switch_all_to_ifnet_under_lacp_spreads_the_tags(
+    state: str, init_state: Callable[..., Any], ktls: Any
+) -> None:
+    init_state(state, "seed", "--seed", "2")
+    assert ktls("sysctl", "kern.ipc.tls.enable=1", "kern.ipc.mb_use_ext_pgs=1").exit == 0
+    assert ktls("kldload", "ktls_ocf").exit == 0
+    assert ktls("ifconfig", "lagg0", "laggproto", "lacp").exit == 0
+    assert ktls("ifconfig", "lagg0", "txtls").exit == 0
+    with kernel_tx(state) as tx:
+        ep = tcp.parse_endpoints(["198.51.100.10", "443", "198.51.100.7", "51600"])
+        for cid in tcp.connect_many(tx, ep, 8):
+            conn = tcp.get(tx, cid)
+            assert conn is not None
+            sessions.enable_tx(tx, conn, TlsEnable(CryptoAlg.AES_NIST_GCM_16, bytes(16), bytes(4)))
+    assert ktls("switch_tls", "-i", "-a").exit == 0
+    with kernel_tx(state) as tx:
+        net = txmode.load_net(tx)
+        tags = {}
+        for conn in tcp.iter_conns(tx):
+            s = sessions.get(tx, conn.id)
+            assert s is not None and s.mode == ifnet_tls.TCP_TLS_MODE_IFNET
+            tags[conn.fport] = s.tag_port
+            # Each tag is on the port the flow's hash picks.
+            egress = txmode.tls_egress(net, 4, conn.faddr, conn.flowid)
+            assert egress is not None and egress.port == s.tag_port
+        assert set(tags.values()) == {"cc0", "cc1"}
+        assert counter(tx, "kern.ipc.tls.ifnet.gcm") == 8
+        assert counter(tx, "kern.ipc.tls.stats.switch_to_ifnet") == 8
