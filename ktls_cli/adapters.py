@@ -138,14 +138,15 @@ class PcapWire:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fh: IO[bytes] | None = None
+        # Opened now, so a bad path fails before the send reserves anything; the
+        # file header waits for the first frame, which tells the link type.
+        self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed in close()
         self._writer: PcapWriter | None = None
         self.frames = 0
 
     def _open(self, link: Link) -> PcapWriter:
         from ktls_core.wire.pcap import PcapWriter
 
-        self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in close()
         self._writer = PcapWriter(self._fh.write, link.flow.linktype)
         return self._writer
 
@@ -155,12 +156,10 @@ class PcapWire:
 
     def close(self) -> None:
         """Close the file; a send without frames still leaves a valid (empty) capture."""
-        if self._fh is None:
+        if self._writer is None:
             from ktls_core.wire.pcap import LINKTYPE_ETHERNET, PcapWriter
 
-            with open(self.path, "wb") as fh:
-                PcapWriter(fh.write, LINKTYPE_ETHERNET).start()
-            return
+            PcapWriter(self._fh.write, LINKTYPE_ETHERNET).start()
         self._fh.close()
 
 

@@ -169,7 +169,8 @@ def cli(
         env.err(f"send: {exc.filename}: {exc.strerror}")
         raise click.exceptions.Exit(EXIT_FAILURE) from None
     text_out = env.stderr if out_path == "-" else env.stdout
-    stream = JsonRecords(env.stdout) if env.format == "json" else None
+    # JSON is streamed record by record; pretty JSON and YAML are built whole.
+    stream = JsonRecords(env.stdout) if env.format == "json" and not env.pretty else None
     yaml_records: list[dict[str, Any]] = []
 
     def on_event(ev: object) -> None:
@@ -182,7 +183,7 @@ def cli(
         if isinstance(ev, Framed):
             if stream is not None:
                 stream.record(ev)
-            elif env.format == "yaml":
+            elif env.machine:
                 yaml_records.append(
                     {"seq": ev.seq, "type": ev.type, "length": ev.length,
                      "wire_length": ev.wire_length, "mode": ev.mode}
@@ -209,7 +210,7 @@ def cli(
         _close(source, wires)
     if stream is not None:
         stream.finish(result_doc(result))
-    elif env.format == "yaml":
+    elif env.machine:
         from ktls_cli.render import document
 
         document(env, "send", {"records": yaml_records, **result_doc(result)})

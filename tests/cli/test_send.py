@@ -216,3 +216,44 @@ def test_tshark_dissects_the_pcap(ktls: Any, ready: Any, require_tool: Any, tmp_
         capture_output=True, text=True, check=True,
     ).stdout.split()[0]  # fmt: skip
     assert int(next_seq) == (int(last_seq) + int(last_len)) % 2**32
+
+
+def test_progress_bar_only_on_a_terminal(ready: Any, ktls: Any, state: str, tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    from ktls_cli.main import main
+
+    ready("seed")
+    assert ktls("connect", *CONN_WORDS, "--random-keys").exit == 0
+    big = tmp_path / "big"
+    big.write_bytes(b"\0" * (9 << 20))
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream in (Terminal(), io.StringIO()):
+        out = io.StringIO()
+        with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(out):
+            code = main(["--state", state, "send", *CONN_WORDS, "--file", str(big)])
+        assert code == 0 and "576 records" in out.getvalue()
+        # rich draws (and then erases) the bar on a terminal; a pipe gets nothing.
+        assert bool(stream.getvalue()) == isinstance(stream, Terminal)
+
+
+def test_output_files_fail_before_anything_is_reserved(
+    ready: Any, ktls: Any, tmp_path: Path
+) -> None:
+    ready("seed")
+    assert ktls("connect", *CONN_WORDS, "--random-keys").exit == 0
+    for option in ("--out", "--pcap"):
+        r = ktls("send", *CONN_WORDS, "--data", "x", option, tmp_path / "no" / "f")
+        assert (r.exit, r.stderr) == (
+            1,
+            f"send: {tmp_path / 'no' / 'f'}: No such file or directory\n",
+        )
+    r = ktls("--libxo", "json,pretty", "send", *CONN_WORDS, "--data", "x")
+    doc = json.loads(r.stdout)["send"]
+    assert (doc["first_seq"], doc["records"][0]["seq"]) == (0, 0)  # nothing was burned
+    assert r.stdout.startswith('{\n  "send"')
