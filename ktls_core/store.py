@@ -8,6 +8,7 @@ is newer than this code, or is damaged raises StateError naming the file.
 
 from __future__ import annotations
 
+import collections
 import os
 import secrets
 import sqlite3
@@ -117,6 +118,10 @@ def _check_existing(path: str) -> None:
         )
     if st.st_size == 0:
         raise StateError(path, "state file is empty (zero length)")
+    if path in _OPEN_PATHS:
+        # close() of any descriptor on the file drops every POSIX lock this process
+        # holds on it, SQLite's WAL locks included; this process checked it already.
+        return
     try:
         with open(path, "rb") as fh:
             head = fh.read(100)
@@ -134,6 +139,11 @@ def _check_existing(path: str) -> None:
         raise StateError(
             path, f"state schema {version} is newer than this ktls understands ({SCHEMA_VERSION})"
         )
+
+
+# State files this process has open through SQLite, with how many connections
+# (see _check_existing).
+_OPEN_PATHS: collections.Counter[str] = collections.Counter()
 
 
 class Store:
@@ -164,6 +174,7 @@ class Store:
             store = cls(path, conn, created)
             store._verify()
             store.migrate(schema)
+            _OPEN_PATHS[path] += 1
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise _state_error(path, exc) from None
@@ -260,6 +271,9 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+        _OPEN_PATHS[self.path] -= 1
+        if _OPEN_PATHS[self.path] <= 0:
+            del _OPEN_PATHS[self.path]
 
 
 def _create(path: str, schema: int | None) -> bool:

@@ -137,3 +137,39 @@ def test_boot_threads(profile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert threads == 6 and "KTLS: Initialized 6 threads" in log
     else:
         assert threads == 0 and not any("Initialized" in line for line in log)
+
+
+def test_second_open_in_one_process_keeps_the_first_connections_locks(tmp_path, monkeypatch):
+    """close() of any descriptor drops this process's POSIX locks on the file, SQLite's
+    WAL locks included; a second Store.open must not read the header with open()."""
+    import builtins
+    import subprocess
+    import sys
+
+    from ktls_core import store as store_mod
+    from ktls_core.kernel import Kernel
+
+    path = str(tmp_path / "kernel.db")
+    first = Kernel.open(path)
+    assert store_mod._OPEN_PATHS[path] == 1
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        assert os.path.abspath(str(file)) != path, "raw open() of a state this process holds"
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    second = Kernel.open(path)
+    second.store.close()
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert store_mod._OPEN_PATHS[path] == 1
+    other = subprocess.run(
+        [sys.executable, "-m", "ktls_cli.main", "--state", path, "sysctl",
+         "kern.ipc.tls.enable=1"],
+        capture_output=True, text=True, check=False,
+    )
+    assert other.returncode == 0, other.stderr
+    with first.snapshot() as tx:
+        assert tx.sysctl("kern.ipc.tls.enable") == 1
+    first.store.close()
+    assert path not in store_mod._OPEN_PATHS
