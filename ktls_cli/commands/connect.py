@@ -52,6 +52,7 @@ def conn_doc(conn: Conn, sess: Session | None) -> dict[str, Any]:
             "bytes": sess.bytes,
             "backend": sess.backend,
             "send_tag": sess.tag_port,
+            "send_tag_interface": sess.tag_ifname,
         }
     return doc
 

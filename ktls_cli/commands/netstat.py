@@ -4,9 +4,10 @@ The connection columns are protopr()'s (inet.c, libxo version): `Proto Recv-Q
 Send-Q Local Address Foreign Address (state)`, each address `host.port` with the
 host cut at 16 characters and the column at 22 (-W: 45). After the state come
 the TLS columns FreeBSD's netstat does not have: the session's mode (none, sw,
-ifnet), TLS version, suite, next record sequence number, records and bytes
-sent. Without -a, listening sockets are left out. `-r` shows the routing table
-with route(8)'s renderer (ktls route show).
+ifnet), the port holding its send tag (ifnet: the NIC behind any lagg or vlan),
+TLS version, suite, next record sequence number, records and bytes sent.
+Without -a, listening sockets are left out. `-r` shows the routing table with
+route(8)'s renderer (ktls route show).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ USAGE = (
 )
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FAMILIES = {"inet": 4, "inet6": 6}
-TLS_HEADER = f" {'TLS':<5} {'Ver':<3} {'Suite':<18} {'Next-Seq':>10} {'Records':>8} {'Bytes':>12}"
+# The send tag's port (an ifnet session's NIC: cc0 behind lagg0), "-" otherwise.
+_TLS_HEAD = f" {'TLS':<5} {'Tag':<6} {'Ver':<3} {'Suite':<18}"
+TLS_HEADER = _TLS_HEAD + f" {'Next-Seq':>10} {'Records':>8} {'Bytes':>12}"
 
 pass_env = click.make_pass_decorator(Env)
 
@@ -58,11 +61,11 @@ def row(conn: Conn, sess: Session | None, wide: bool) -> str:
         f"{_addr(faddr, conn.fport, w, wide)}{conn.state:<11}"
     )
     if sess is None:
-        tls = f" {'none':<5} {'-':<3} {'-':<18} {'-':>10} {'-':>8} {'-':>12}"
+        tls = f" {'none':<5} {'-':<6} {'-':<3} {'-':<18} {'-':>10} {'-':>8} {'-':>12}"
     else:
         suite = sess.suite.name.split(" ", 1)[-1]
         tls = (
-            f" {sess.mode_name:<5} {sess.suite.version:<3} {suite:<18}"
+            f" {sess.mode_name:<5} {sess.tag_port or '-':<6} {sess.suite.version:<3} {suite:<18}"
             f" {sess.next_seq:>10} {sess.records:>8} {sess.bytes:>12}"
         )
     return line + tls

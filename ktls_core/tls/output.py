@@ -752,6 +752,11 @@ class _TlsRunner:
             length = self.mfl if i < batch.count - 1 else batch.last_len
             s = self.ifnet_out.output(s, batch.first_seq + i, self.suite.wire_length(length))
         self.sess = s
+        if s.mode != self.mode:
+            # ktls_disable_ifnet() moved the session to software: these records were
+            # framed for the NIC and go through it; the next batch is framed for sw.
+            self.mode = s.mode
+            self.sw_backend = s.backend or self.sw_backend
         out = self._seal(batch)
         port = self.ifnet_out.port or s.tag_port or "NIC"
         self.st.emit(Sealed(-1, batch.first_seq, batch.count, port))
