@@ -335,3 +335,26 @@ def test_current_profile_moves_a_lossy_session_to_software(
     # t_nic_ktls_xmit_dis: this connection never goes back to the NIC.
     r = ktls("setsockopt", *CONN, "TCP_TXTLS_MODE", "ifnet")
     assert (r.exit, r.stderr) == (1, "setsockopt: TCP_TXTLS_MODE: Device not configured\n")
+
+
+def test_a_stream_follows_the_disable_to_software_at_the_next_batch(
+    state: str, init_state: Callable[..., Any], ktls: Ktls, tmp_path: Path
+) -> None:
+    # A stream of unknown size (stdin) is reserved batch by batch (1 MiB each): with
+    # ifnet_max_rexmit_pct at 0, the record resent after the failover disables ifnet
+    # during the first batch, and the batches after it are framed for software.
+    init_state(state, "current", "--seed", "6")
+    ok(ktls, "sysctl", "kern.ipc.tls.enable=1", "kern.ipc.tls.ifnet.permitted=1",
+       "kern.ipc.tls.ifnet_max_rexmit_pct=0")  # fmt: skip
+    ok(ktls, "ifconfig", "lagg0", "txtls")
+    ok(ktls, "connect", *CONN, *TLS)
+    ok(ktls, "ifconfig", "cc0", "down")
+    data = os.urandom(3 * 1024 * 1024 + 100)
+    r = ktls("--format", "json", "send", *CONN, "--stdin", "--out", tmp_path / "s", input=data)
+    assert r.exit == 0, r
+    modes = [rec["mode"] for rec in json.loads(r.stdout)["send"]["records"]]
+    per_batch = (1024 * 1024) // 16384
+    assert set(modes[:per_batch]) == {"ifnet"} and set(modes[per_batch:]) == {"sw"}
+    assert plaintext((tmp_path / "s").read_bytes()) == data
+    c = sysctls(ktls, "kern.ipc.tls.stats.ifnet_disable_ok", "kern.ipc.tls.sw.gcm")
+    assert c == {"kern.ipc.tls.stats.ifnet_disable_ok": 1, "kern.ipc.tls.sw.gcm": 1}
