@@ -18,6 +18,8 @@ import click
 from ktls_cli.env import Env
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
     from ktls_core.net.tcp import Endpoints
 
 PROG = "switch_tls"
@@ -29,6 +31,8 @@ USAGE = (
     "       switch_tls [-l | -i | -s] -S stack\n"
 )
 OPTSTRING = "ailS:s"
+# tcp_def_funcblk's name: the only TCP stack (ktls_core.tls.txmode.DEFAULT_STACK).
+DEFAULT_STACK = "freebsd"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 pass_env = click.make_pass_decorator(Env)
@@ -128,6 +132,28 @@ def _findport(word: str) -> tuple[str, str] | None:
     return word[:cut], word[cut + 1 :]
 
 
+def complete_words(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """TAB: the stack after -S, else the connection's ends (ktls_cli.connections)."""
+    from click.shell_completion import CompletionItem
+
+    from ktls_cli.connections import complete
+
+    try:
+        words = [w for w in (ctx.params.get(param.name or "") or ()) if isinstance(w, str)]
+        if words and words[-1].startswith("-") and words[-1].endswith("S"):
+            stacks = [DEFAULT_STACK] if DEFAULT_STACK.startswith(incomplete) else []
+            return [CompletionItem(s) for s in stacks]
+        opts, operands = getopt(words, OPTSTRING)
+        if any(ch in "aS" for ch, _ in opts):
+            return []
+        ctx.params[param.name or "argv"] = tuple(operands)
+        return complete(ctx, param, incomplete)
+    except Exception:  # completion must never raise
+        return []
+
+
 def _entry(name: str, result: str, errno: int = 0, command: str | None = None) -> dict[str, Any]:
     lhost, lport, fhost, fport = name.split(" ")
     entry: dict[str, Any] = {
@@ -156,7 +182,7 @@ def _entry(name: str, result: str, errno: int = 0, command: str | None = None) -
     },
     add_help_option=True,
 )
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_words)
 @pass_env
 def cli(env: Env, argv: tuple[str, ...]) -> None:
     """Switch TLS connections between software (-s, the default) and ifnet (-i).

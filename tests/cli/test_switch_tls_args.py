@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ktls_cli.commands.switch_tls import USAGE, Request, UsageProblem, getopt, parse_args
@@ -87,3 +89,24 @@ def test_usage_text_is_freebsds() -> None:
         "       switch_tls [-l | -i | -s] -a",
         "       switch_tls [-l | -i | -s] -S stack",
     ]
+
+
+def test_completion(ktls: Any, state: str) -> None:
+    from click.shell_completion import ShellComplete
+
+    from ktls_cli.main import cli
+    from ktls_core.tls import txmode
+
+    def complete(args: list[str], incomplete: str) -> list[str]:
+        comp = ShellComplete(cli, {}, "ktls", "_KTLS_COMPLETE")
+        got = comp.get_completions(["--state", state, "switch_tls", *args], incomplete)
+        return [c.value for c in got]
+
+    assert ktls("connect", "198.51.100.10:443", "198.51.100.7:1000", "--count", "2").exit == 0
+    assert complete([], "") == ["198.51.100.10:443"]
+    assert complete(["-i"], "198") == ["198.51.100.10:443"]
+    assert complete(["-s", "198.51.100.10:443"], "") == ["198.51.100.7:1000", "198.51.100.7:1001"]
+    assert complete(["-S"], "") == [txmode.DEFAULT_STACK]
+    assert complete(["-lS"], "r") == []
+    assert complete(["-a"], "") == []
+    assert complete(["-i", "198.51.100.10:443", "198.51.100.7:1000"], "") == []
