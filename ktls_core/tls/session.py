@@ -31,7 +31,6 @@ from ktls_core.tls.suites import (
 
 if TYPE_CHECKING:
     from ktls_core.kernel import Kernel, Tx
-    from ktls_core.net.route import Egress
     from ktls_core.net.tcp import Conn, Endpoints
     from ktls_core.tls.enable import TlsEnable
     from ktls_core.tls.record import RecordProtector
@@ -267,16 +266,6 @@ def _try_ifnet(tx: Tx, conn: Conn, draft: Session, *, force: bool) -> Session:
         draft, mode=TCP_TLS_MODE_IFNET, tag_type=tag.type, tag_ifname=tag.ifname,
         tag_port=tag.port, backend=None,
     )  # fmt: skip
-
-
-def egress_of(tx: Tx, conn: Conn) -> Egress | None:
-    """The route's egress for ktls_alloc_snd_tag(), or None without a usable route."""
-    from ktls_core.net import tcp
-
-    try:
-        return tcp.egress(tx, conn)
-    except KtlsError:
-        return None
 
 
 # -- free, clone, get ---------------------------------------------------------------

@@ -471,3 +471,20 @@ def test_disable_ifnet_counts_ok_or_failed() -> None:
         "kern.ipc.tls.stats.ifnet_disable_failed": 1,
     }
     assert event.dmesg().startswith(f"ktls_disable_ifnet: {CONN}: ")
+
+
+def test_mode_constants_are_the_sessions() -> None:
+    from ktls_core.tls import session
+
+    assert (
+        it.TCP_TLS_MODE_NONE,
+        it.TCP_TLS_MODE_SW,
+        it.TCP_TLS_MODE_IFNET,
+        it.TCP_TLS_MODE_TOE,
+    ) == (
+        session.TCP_TLS_MODE_NONE,
+        session.TCP_TLS_MODE_SW,
+        session.TCP_TLS_MODE_IFNET,
+        session.TCP_TLS_MODE_TOE,
+    )
+    assert it.MODE_NAMES == session.MODE_NAMES
