@@ -324,6 +324,8 @@ GOLDEN_CASES: list[tuple[str, list[str]]] = [
     ("all", ["-a"]),
     ("list_all", ["-l", "-i", "-a"]),
     ("list_stack", ["-l", "-S", "freebsd"]),
+    ("ifnet_all", ["-i", "-a"]),
+    ("stack_other", ["-S", "rack"]),
     ("unknown", ["198.51.100.10", "443", "198.51.100.99", "1"]),
     ("getaddrinfo_local", ["host.example", "443", *V4[2:]]),
     ("getaddrinfo_foreign", [*V4[:2], "198.51.100.7", "99999"]),
