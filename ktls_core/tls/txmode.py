@@ -23,6 +23,7 @@ per group (scaled by its size), and one UPDATE per group.
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from ktls_core.errors import Errno, KtlsError
@@ -473,12 +474,17 @@ def account_retransmit(tx: Tx, conn: Conn, nbytes: int) -> IfnetDisabled | None:
     return event
 
 
+# How stale the egress an ifnet send checks its tag against may get: a route change
+# or failover by another process is seen within this time (as output.PROBE_SECONDS).
+REFRESH_SECONDS = 0.05
+
+
 class IfnetOutput:
     """ip_output_send() for the records of one send on an ifnet session.
 
     The check itself reads no state: the session's tag (as the send last saw
-    it) against the egress (computed when the send starts and again whenever
-    the send looks at its session, `refresh()`). Only a mismatch opens a
+    it) against the egress (computed when the send starts, then again when it
+    is older than REFRESH_SECONDS, `refresh()`). Only a mismatch opens a
     transaction: ktls_output_eagain(), the ktls_reset_send_tag() task, and, when
     a tag was had, tcp_account_for_send() for the record TCP resends.
 
@@ -493,11 +499,13 @@ class IfnetOutput:
         self.conn = conn
         self.emit = emit
         self.egress: EgressView | None = None
+        self.refreshed = 0.0  # time.monotonic() of the last look at the egress
         self.port: str | None = None  # where the last record went (its tag's port)
 
     def refresh(self, tx: Tx) -> None:
         """The egress now (a route change or a lagg failover may have moved it)."""
         self.egress = tls_egress(load_net(tx), self.conn.family, self.conn.faddr, self.conn.flowid)
+        self.refreshed = time.monotonic()
 
     def output(self, s: Session, seq: int, wire_len: int) -> Session:
         """Send the record `seq` of `wire_len` bytes through session `s`.
@@ -510,7 +518,7 @@ class IfnetOutput:
         from ktls_core.tls import ifnet_tls
         from ktls_core.tls import session as sessions
 
-        if self.egress is None:
+        if self.egress is None or time.monotonic() - self.refreshed > REFRESH_SECONDS:
             with self.kernel.snapshot() as tx:
                 self.refresh(tx)
         old = session_tag(s)

@@ -207,3 +207,52 @@ def test_switch_all_to_ifnet_under_lacp_spreads_the_tags(
         assert set(tags.values()) == {"cc0", "cc1"}
         assert counter(tx, "kern.ipc.tls.ifnet.gcm") == 8
         assert counter(tx, "kern.ipc.tls.stats.switch_to_ifnet") == 8
+
+
+def test_failover_in_the_middle_of_a_long_send(ifnet_conn: str) -> None:
+    """cc0 goes down while a 3 MiB send is under way (another process's ifconfig):
+    the send looks at the egress between batches, meets the stale tag, resets it onto
+    cc1 and goes on; the stream decodes whole and ifnet.reset counts one."""
+    import os
+    import time
+
+    from ktls_core.tls import output
+    from tests.ktls_sw import MemSource, MemWire
+    from tests.oracle import decrypt_stream
+
+    data = os.urandom(3 * 1024 * 1024)
+
+    class FailingOver(MemSource):
+        calls = 0
+
+        def fill(self, buf: memoryview) -> int:
+            self.calls += 1
+            if self.calls == 3:  # the first batch went out on cc0, the second is queued
+                with kernel_tx(ifnet_conn) as tx:
+                    from ktls_core.net import store as net_store
+
+                    net = net_store.load(tx)
+                    net.set_up("cc0", False)
+                    net_store.save(tx, net)
+                time.sleep(txmode.REFRESH_SECONDS * 1.5)  # the send will look again
+            return super().fill(buf)
+
+    events: list[Any] = []
+    wire = MemWire()
+    kernel = Kernel.open(ifnet_conn)
+    result = output.send(
+        kernel, tcp.parse_endpoints(PEER), FailingOver(data), wire=wire, on_event=events.append
+    )
+    kernel.store.close()
+    assert result.bytes == len(data)
+    resets = [e for e in events if isinstance(e, ifnet_tls.TagReset)]
+    assert [(r.old.port if r.old else None, r.new.port) for r in resets] == [("cc0", "cc1")]
+    dropped = [e for e in events if isinstance(e, ifnet_tls.PacketDropped)]
+    per_batch = output.BATCH_BYTES // 16384
+    assert [d.seq for d in dropped] == [per_batch]  # the second batch's first record
+    ports = [e.port for e in events if isinstance(e, output.Transmitted)]
+    assert ports[0] == "cc0" and ports[-1] == "cc1"
+    suite = {"version": "1.2", "cipher": "aes-gcm", "key": bytes(16), "iv": bytes(4)}
+    assert b"".join(p for _, p in decrypt_stream(bytes(wire.data), suite)) == data
+    with kernel_tx(ifnet_conn) as tx:
+        assert counter(tx, "kern.ipc.tls.ifnet.reset") == 1
