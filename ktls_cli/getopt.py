@@ -7,6 +7,16 @@ getopt's own lines (`tcpdrop: illegal option -- x`), raised as GetoptError.
 
 from __future__ import annotations
 
+from typing import Any
+
+# click context settings for a command that reads its own argv as a FreeBSD tool
+# does: every word reaches the command untouched, only --help is click's.
+FREEBSD_ARGV: dict[str, Any] = {
+    "ignore_unknown_options": True,
+    "allow_interspersed_args": False,
+    "help_option_names": ["--help"],
+}
+
 
 class GetoptError(Exception):
     """getopt's complaint; the caller prints it, then its usage text."""

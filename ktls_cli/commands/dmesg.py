@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
 
 PROG = "dmesg"
 USAGE = "usage: dmesg [-ac] [-M core [-N system]]\n"
@@ -21,11 +21,7 @@ pass_env = click.make_pass_decorator(Env)
 
 @click.command(
     "dmesg",
-    context_settings={
-        "ignore_unknown_options": True,
-        "allow_interspersed_args": False,
-        "help_option_names": ["--help"],
-    },
+    context_settings=FREEBSD_ARGV,
 )
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @pass_env

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
 
 PROG = "kldload"
 USAGE = "usage: kldload [-nqv] file ...\n"
@@ -31,11 +31,7 @@ def _complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> li
 
 @click.command(
     "kldload",
-    context_settings={
-        "ignore_unknown_options": True,
-        "allow_interspersed_args": False,
-        "help_option_names": ["--help"],
-    },
+    context_settings=FREEBSD_ARGV,
 )
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, shell_complete=_complete)
 @pass_env

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
 
 if TYPE_CHECKING:
     from ktls_core.kld import LinkerFile
@@ -66,11 +66,7 @@ def file_doc(f: LinkerFile) -> dict[str, Any]:
 
 @click.command(
     "kldstat",
-    context_settings={
-        "ignore_unknown_options": True,
-        "allow_interspersed_args": False,
-        "help_option_names": ["--help"],
-    },
+    context_settings=FREEBSD_ARGV,
 )
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @pass_env

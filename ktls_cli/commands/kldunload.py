@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
 
 PROG = "kldunload"
 USAGE = "usage: kldunload [-fv] -i id ...\n       kldunload [-fv] [-n] name ...\n"
@@ -24,11 +24,7 @@ pass_env = click.make_pass_decorator(Env)
 
 @click.command(
     "kldunload",
-    context_settings={
-        "ignore_unknown_options": True,
-        "allow_interspersed_args": False,
-        "help_option_names": ["--help"],
-    },
+    context_settings=FREEBSD_ARGV,
 )
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @pass_env

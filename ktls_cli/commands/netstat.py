@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
 
 if TYPE_CHECKING:
     from ktls_core.net.tcp import Conn
@@ -73,11 +73,7 @@ def row(conn: Conn, sess: Session | None, wide: bool) -> str:
 
 @click.command(
     "netstat",
-    context_settings={
-        "ignore_unknown_options": True,
-        "allow_interspersed_args": False,
-        "help_option_names": ["--help"],
-    },
+    context_settings=FREEBSD_ARGV,
 )
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @pass_env

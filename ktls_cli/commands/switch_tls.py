@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ktls_cli.env import Env
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -59,42 +60,12 @@ class Request:
         return "-i" if self.ifnet else "-s"
 
 
-def getopt(argv: list[str], optstring: str) -> tuple[list[tuple[str, str | None]], list[str]]:
-    """BSD getopt(3): options stop at the first operand or `--`; errors as it prints them."""
-    takes_arg = {c for i, c in enumerate(optstring) if optstring[i + 1 : i + 2] == ":"}
-    known = set(optstring.replace(":", ""))
-    opts: list[tuple[str, str | None]] = []
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word == "--":
-            i += 1
-            break
-        if not word.startswith("-") or word == "-":
-            break
-        j = 1
-        while j < len(word):
-            ch = word[j]
-            if ch not in known:
-                raise UsageProblem(f"{PROG}: illegal option -- {ch}")
-            if ch in takes_arg:
-                if j + 1 < len(word):
-                    opts.append((ch, word[j + 1 :]))
-                elif i + 1 < len(argv):
-                    i += 1
-                    opts.append((ch, argv[i]))
-                else:
-                    raise UsageProblem(f"{PROG}: option requires an argument -- {ch}")
-                break
-            opts.append((ch, None))
-            j += 1
-        i += 1
-    return opts, argv[i:]
-
-
 def parse_args(argv: list[str]) -> Request:
     """main() of switch_tls.c up to the point where it looks connections up."""
-    opts, words = getopt(argv, OPTSTRING)
+    try:
+        opts, words = getopt(PROG, argv, OPTSTRING)
+    except GetoptError as exc:
+        raise UsageProblem(exc.message) from None
     ifnet = switch_all = list_only = False
     stack: str | None = None
     for ch, arg in opts:
@@ -145,7 +116,7 @@ def complete_words(
         if words and words[-1].startswith("-") and words[-1].endswith("S"):
             stacks = [DEFAULT_STACK] if DEFAULT_STACK.startswith(incomplete) else []
             return [CompletionItem(s) for s in stacks]
-        opts, operands = getopt(words, OPTSTRING)
+        opts, operands = getopt(PROG, words, OPTSTRING)
         if any(ch in "aS" for ch, _ in opts):
             return []
         ctx.params[param.name or "argv"] = tuple(operands)
@@ -175,11 +146,7 @@ def _entry(name: str, result: str, errno: int = 0, command: str | None = None) -
 
 @click.command(
     "switch_tls",
-    context_settings={
-        "ignore_unknown_options": True,
-        "allow_interspersed_args": False,
-        "help_option_names": ["--help"],
-    },
+    context_settings=FREEBSD_ARGV,
     add_help_option=True,
 )
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_words)

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
 
 PROG = "tcpdrop"
 USAGE = (
@@ -106,11 +106,7 @@ def _entry(name: str, result: str, error: str | None = None) -> dict[str, Any]:
 
 @click.command(
     "tcpdrop",
-    context_settings={
-        "ignore_unknown_options": True,
-        "allow_interspersed_args": False,
-        "help_option_names": ["--help"],
-    },
+    context_settings=FREEBSD_ARGV,
 )
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @pass_env

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from ktls_cli.commands.switch_tls import USAGE, Request, UsageProblem, getopt, parse_args
+from ktls_cli.commands.switch_tls import USAGE, Request, UsageProblem, parse_args
+from ktls_cli.getopt import getopt
 
 
 @pytest.mark.parametrize(
@@ -78,7 +79,7 @@ def test_usage(argv: list[str], message: str | None) -> None:
 
 
 def test_getopt_stops_at_a_lone_dash() -> None:
-    assert getopt(["-i", "-", "-s"], "ailS:s") == ([("i", None)], ["-", "-s"])
+    assert getopt("switch_tls", ["-i", "-", "-s"], "ailS:s") == ([("i", None)], ["-", "-s"])
 
 
 def test_usage_text_is_freebsds() -> None:
