@@ -7,7 +7,6 @@ transaction: it applies whole or not at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -118,6 +117,8 @@ class Tx:
         seed = self.meta("seed")
         if seed is None:
             return os.urandom(n)
+        import hashlib  # only seeded states need it (startup: _hashlib loads OpenSSL)
+
         counter = int(self.meta("rng_counter") or "0")
         out = bytearray()
         while len(out) < n:

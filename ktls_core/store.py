@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import os
-import secrets
 import sqlite3
 import stat
 import time
@@ -283,6 +282,8 @@ def _create(path: str, schema: int | None) -> bool:
     empty file of a half-done create (which would read as a corrupt state).
     Returns False when another process created `path` first (use theirs).
     """
+    import secrets
+
     _make_private_dir(os.path.dirname(path))
     tmp = f"{path}.new-{os.getpid()}-{secrets.token_hex(4)}"
     try:
