@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,15 +16,24 @@ if TYPE_CHECKING:
     from ktls_core.kernel import Kernel
 
 
-@dataclass
 class Env:
-    state_path: str | None = None
-    format: str = "text"  # text, json or yaml
-    pretty: bool = False  # --libxo json,pretty
-    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
-    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
-    _kernel: Kernel | None = None
-    _console: Any = None
+    """Global options, streams and the lazily opened kernel of one invocation."""
+
+    def __init__(
+        self,
+        state_path: str | None = None,
+        format: str = "text",  # text, json or yaml
+        pretty: bool = False,  # --libxo json,pretty
+        stdout: IO[str] | None = None,
+        stderr: IO[str] | None = None,
+    ) -> None:
+        self.state_path = state_path
+        self.format = format
+        self.pretty = pretty
+        self.stdout: IO[str] = sys.stdout if stdout is None else stdout
+        self.stderr: IO[str] = sys.stderr if stderr is None else stderr
+        self._kernel: Kernel | None = None
+        self._console: Any = None
 
     @property
     def machine(self) -> bool:

@@ -22,8 +22,7 @@ What the commands see (kern_linker.c, uipc_ktls.c, ktls_ocf.c):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ktls_core.errors import Errno, KtlsError
 
@@ -51,8 +50,7 @@ FILE_MODULES: dict[str, tuple[str, ...]] = {OCF_FILE: (OCF_MODULE,)}
 KNOWN_FILES = {OCF_MODULE: OCF_FILE}
 
 
-@dataclass(frozen=True, slots=True)
-class LinkerFile:
+class LinkerFile(NamedTuple):
     """One line of kldstat: a linker file with its id, references and place in memory."""
 
     id: int

@@ -34,6 +34,10 @@ print(json.dumps({"exit": code, "modules": new}), file=sys.stderr)
 
 ALLOWED_TOP = set(sys.stdlib_module_names) | {"click", "ktls_cli", "ktls_core"}
 FORBIDDEN = {"rich", "cryptography", "yaml"}
+# Standard modules that cost about a millisecond each and that sysctl has no use for:
+# hashlib loads OpenSSL, difflib comes with click's NoSuchOption (getopt avoids it),
+# dataclasses generates code per class (issue 8, bench/cli_latency.py).
+SLOW_STDLIB = {"hashlib", "_hashlib", "secrets", "difflib", "dataclasses"}
 
 
 def _imports(state: str, *args: str) -> tuple[str, int, list[str]]:
@@ -55,6 +59,7 @@ def test_sysctl_n_imports_only_the_allow_list(state: str, init_state: Any) -> No
     outside = sorted({m for m in modules if m.split(".")[0] not in ALLOWED_TOP})
     assert outside == []
     assert not {m.split(".")[0] for m in modules} & FORBIDDEN
+    assert not set(modules) & SLOW_STDLIB
 
 
 def test_the_check_sees_a_heavy_import(state: str, init_state: Any) -> None:

@@ -394,11 +394,39 @@ def test_usage_error_after_earlier_output(booted: Any, ktls: Any) -> None:
 
 
 def test_unknown_flag_is_a_usage_error(booted: Any, ktls: Any) -> None:
+    """getopt(3)'s own diagnostic, then the usage, as FreeBSD's sysctl prints them."""
     booted("seed")
     result = ktls("sysctl", "-z", "kern.ipc.tls")
-    assert result.exit == 2
-    assert result.stderr.startswith(USAGE.splitlines()[0])
-    assert "-z" in result.stderr
+    assert (result.exit, result.stdout) == (2, "")
+    assert result.stderr == "sysctl: illegal option -- z\n" + USAGE
+
+
+def test_f_without_its_argument_is_a_usage_error(booted: Any, ktls: Any) -> None:
+    booted("seed")
+    result = ktls("sysctl", "-n", "-f")
+    assert (result.exit, result.stdout) == (2, "")
+    assert result.stderr == "sysctl: option requires an argument -- f\n" + USAGE
+
+
+def test_flags_group_and_f_takes_the_rest_of_its_word(
+    booted: Any, ktls: Any, tmp_path: Any
+) -> None:
+    """getopt(3): `-ne` is -n -e; `-fFILE` and `-f FILE` both name the file."""
+    booted("seed")
+    conf = tmp_path / "a.conf"
+    conf.write_text("kern.ipc.tls.enable=1\n")
+    assert ktls("sysctl", "-ne", "kern.ipc.tls.enable").stdout == "0\n"
+    assert ktls("sysctl", f"-f{conf}").stdout == "kern.ipc.tls.enable: 0 -> 1\n"
+    assert ktls("sysctl", "-n", "-f", str(conf)).stdout == "1 -> 1\n"
+
+
+def test_help_is_still_clicks(booted: Any, ktls: Any) -> None:
+    booted("seed")
+    for argv in (["--help"], ["-n", "--help"]):
+        result = ktls("sysctl", *argv)
+        assert result.exit == 0
+        assert result.stdout.startswith(USAGE.splitlines()[0])
+        assert "Print values only." in result.stdout
 
 
 def test_options_stop_at_the_first_name(booted: Any, ktls: Any) -> None:
