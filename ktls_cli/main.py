@@ -107,10 +107,33 @@ def cli(ctx: click.Context, state_path: str | None, fmt: str, libxo: str | None)
     ctx.call_on_close(env.close)
 
 
+def _write_bytes_as_given(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """Encoding errors of stdout/stderr: an argument's undecodable bytes (PEP 383
+    surrogates) go out as the bytes they were, as a C tool prints them; any other
+    unencodable character is escaped. Never an exception for what a user typed."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    chunk = exc.object[exc.start : exc.end]
+    if all(0xDC80 <= ord(c) <= 0xDCFF for c in chunk):
+        return bytes(ord(c) - 0xDC00 for c in chunk), exc.end
+    return "".join(f"\\u{ord(c):04x}" for c in chunk), exc.end
+
+
+def _faithful_streams() -> None:
+    import codecs
+
+    codecs.register_error("ktls.bytes", _write_bytes_as_given)
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) != "ktls.bytes":
+            reconfigure(errors="ktls.bytes")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the group and map every failure to 0/1/2."""
     from ktls_core.errors import StateError
 
+    _faithful_streams()
     try:
         rv: Any = cli.main(args=argv, prog_name="ktls", standalone_mode=False)
     except click.exceptions.Abort:

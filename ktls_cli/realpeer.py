@@ -53,6 +53,8 @@ def connect(host: str, port: int, timeout: float = IO_TIMEOUT) -> socket.socket:
         sock = socket.create_connection((host, port), timeout=timeout)
     except socket.gaierror as exc:
         raise PeerError(f"{host}: {exc.strerror}") from None
+    except UnicodeError:  # the IDNA encoding of a name that cannot be one (a label > 63)
+        raise PeerError(f"{host}: not a valid host name") from None
     except OSError as exc:
         raise PeerError(f"connect to {host} port {port}: {exc.strerror or exc}") from None
     sock.settimeout(timeout)

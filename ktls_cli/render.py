@@ -20,11 +20,24 @@ def document(env: Env, command: str, data: Any) -> None:
     if env.format == "yaml":
         import yaml
 
-        env.stdout.write(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
+        env.stdout.write(yaml.dump(doc, Dumper=_yaml_dumper(), sort_keys=False,
+                                   default_flow_style=False))  # fmt: skip
     elif env.pretty:
         env.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         env.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+
+
+def _yaml_dumper() -> Any:
+    """yaml's SafeDumper, with int subclasses (an Errno) written as the ints they are,
+    as json writes them (bool keeps its own representer: exact types come first)."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_multi_representer(int, lambda d, v: d.represent_int(int(v)))
+    return Dumper
 
 
 def emit(env: Env, command: str, data: Any, text: Callable[[], None]) -> None:

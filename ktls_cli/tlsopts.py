@@ -137,7 +137,7 @@ def _read_file(path: str) -> dict[str, Any]:
             data = yaml.safe_load(fh)
     except OSError as exc:
         raise TlsOptionError(f"{where}: {exc.strerror}") from None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, UnicodeDecodeError):
         raise TlsOptionError(f"{where}: not a YAML file") from None
     if not isinstance(data, dict):
         raise TlsOptionError(f"{where}: expected a mapping of TLS options")

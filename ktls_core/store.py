@@ -115,6 +115,17 @@ def _check_existing(path: str) -> None:
         raise StateError(
             path, f"state file is read-only (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
         )
+    directory = os.path.dirname(path)
+    dmode = stat.S_IMODE(os.stat(directory).st_mode)
+    if not dmode & stat.S_IWUSR or not os.access(directory, os.W_OK | os.X_OK):
+        # SQLite writes the -wal and -shm files beside the state, even to read it.
+        # Checked by mode too: root may write there, and nothing else would stop it.
+        raise StateError(
+            path,
+            f"its directory is read-only (mode {dmode:04o}); SQLite keeps the -wal and -shm"
+            " files there",
+            f"chmod 700 {directory}",
+        )
     if st.st_size == 0:
         raise StateError(path, "state file is empty (zero length)")
     if path in _OPEN_PATHS:
@@ -311,6 +322,8 @@ def _create(path: str, schema: int | None) -> bool:
         raise StateError(path, f"cannot create state file: {exc.strerror}") from None
     except sqlite3.DatabaseError as exc:
         raise _state_error(path, exc) from None
+    except StateError as exc:  # about the temporary file: name the state the user asked for
+        raise StateError(path, exc.problem, exc.hint) from None
     finally:
         remove_state(tmp)
 
@@ -326,7 +339,11 @@ def _make_private_dir(directory: str) -> None:
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:
-        raise StateError(directory, f"cannot create state directory: {exc.strerror}") from None
+        raise StateError(
+            directory,
+            f"cannot create state directory: {exc.strerror}",
+            "choose another path (--state PATH or $KTLS_STATE)",
+        ) from None
 
 
 def _state_error(path: str, exc: sqlite3.Error) -> StateError:
@@ -334,7 +351,10 @@ def _state_error(path: str, exc: sqlite3.Error) -> StateError:
     if "readonly" in text or "read-only" in text:
         return StateError(path, "state file is read-only")
     if "disk is full" in text or "full" in text:
-        return StateError(path, "no space left on device")
+        # The transaction rolled back: the state is as it was, nothing to reset.
+        return StateError(path, "no space left on device", "free some space and try again")
+    if "disk I/O error" in text:
+        return StateError(path, "input/output error on the state file")
     if "unable to open" in text:
         return StateError(path, "cannot open state file")
     if "locked" in text or "busy" in text:
@@ -343,7 +363,16 @@ def _state_error(path: str, exc: sqlite3.Error) -> StateError:
 
 
 def remove_state(path: str) -> None:
-    """Delete the database and its WAL companions (state reset)."""
+    """Delete the database and its WAL companions (state reset).
+
+    StateError when a file cannot be removed (its directory is read-only)."""
     for suffix in ("", "-wal", "-shm", "-journal"):
-        with suppress(FileNotFoundError):
+        try:
             os.unlink(path + suffix)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # nothing there
+        except OSError as exc:
+            raise StateError(
+                path, f"cannot remove {path + suffix}: {exc.strerror}",
+                f"make {os.path.dirname(path)} writable (chmod 700) and try again",
+            ) from None

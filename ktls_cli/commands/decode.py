@@ -71,7 +71,7 @@ def cli(
     except ValueError as exc:  # pcap.PcapError
         env.err(f"decode: {file}: {exc}")
         raise click.exceptions.Exit(EXIT_FAILURE) from None
-    _decode(env, keys, start, chunks, plain_path)
+    _decode(env, keys, start, chunks, plain_path, file)
 
 
 def _keys(
@@ -156,7 +156,9 @@ def _chunks(fh: IO[bytes]) -> Any:
             fh.close()
 
 
-def _decode(env: Env, keys: SessionKeys, start: int, chunks: Any, plain_path: str | None) -> None:
+def _decode(
+    env: Env, keys: SessionKeys, start: int, chunks: Any, plain_path: str | None, file: str
+) -> None:
     from ktls_cli.render import document
     from ktls_core.errors import strerror
     from ktls_core.tls.suites import record_type_name
@@ -176,12 +178,14 @@ def _decode(env: Env, keys: SessionKeys, start: int, chunks: Any, plain_path: st
     text = env.stderr if plain_path == "-" else env.stdout
     records: list[dict[str, Any]] = []
     good = bad = nbytes = 0
+    first_bad: BadRecord | None = None
 
     def handle(events: list[Any]) -> None:
-        nonlocal good, bad, nbytes
+        nonlocal good, bad, nbytes, first_bad
         for ev in events:
             if isinstance(ev, BadRecord):
                 bad += 1
+                first_bad = first_bad or ev
                 line = f"record {ev.index}: seq {ev.seq}, offset {ev.offset}: {strerror(ev.errno)}"
                 doc = {"index": ev.index, "seq": ev.seq, "offset": ev.offset, "ok": False,
                        "errno": int(ev.errno), "error": ev.reason}  # fmt: skip
@@ -223,5 +227,11 @@ def _decode(env: Env, keys: SessionKeys, start: int, chunks: Any, plain_path: st
         verdict = "all authentic" if not bad else f"{bad} bad"
         count = "1 record" if good + bad == 1 else f"{good + bad} records"
         text.write(f"{count}, {nbytes} bytes, {verdict}\n")
-    if bad:
+    if first_bad is not None:
+        # The report above may be redirected: the failure is said on stderr too.
+        env.err(
+            f"decode: {file}: {bad} bad record{'s' if bad > 1 else ''}, the first is record"
+            f" {first_bad.index} (seq {first_bad.seq}, offset {first_bad.offset}):"
+            f" {strerror(first_bad.errno)}"
+        )
         raise click.exceptions.Exit(EXIT_FAILURE)

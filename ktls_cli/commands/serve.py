@@ -315,7 +315,12 @@ def _listen(text: str) -> socket.socket:
         host, port = parse_hostport(text, allow_zero=True)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"listen {text}: {exc.strerror}") from None
+    except UnicodeError:  # the IDNA encoding of a name that cannot be one (a label > 63)
+        raise click.ClickException(f"listen {text}: not a valid host name") from None
     family, _, _, _, sockaddr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
