@@ -18,20 +18,32 @@ if TYPE_CHECKING:
 
 
 class BytesSource:
-    """--data / --hex: bytes already in memory (bounded by the argument length)."""
+    """--data / --hex: bytes already in memory (bounded by the argument length),
+    `repeat` times over for send --repeat."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, repeat: int = 1) -> None:
         self._data = memoryview(data)
+        self._total = len(data) * repeat
         self._pos = 0
+        if repeat > 1 and data:
+            # Copies come from a tile of whole copies of at least 64 KiB, so 100
+            # bytes x 100,000 cost sixteen slice copies per MiB, not ten thousand.
+            self._data = memoryview(data * max(1, -(-65536 // len(data))))
+        self._period = len(data)
 
     def size(self) -> int:
-        return len(self._data)
+        return self._total
 
     def fill(self, buf: memoryview) -> int:
-        n = min(len(buf), len(self._data) - self._pos)
-        buf[:n] = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return n
+        want = min(len(buf), self._total - self._pos)
+        done = 0
+        while done < want:
+            start = self._pos % self._period if self._period else 0
+            n = min(want - done, len(self._data) - start)
+            buf[done : done + n] = self._data[start : start + n]
+            done += n
+            self._pos += n
+        return done
 
 
 class FdSource:
@@ -39,14 +51,19 @@ class FdSource:
     --stdin (a stream: reserved batch by batch). Reads go straight into the core's
     preallocated buffers; nothing is held beyond one batch."""
 
-    def __init__(self, fd: int, *, regular: bool, size: int | None, owned: bool = False) -> None:
+    def __init__(
+        self, fd: int, *, regular: bool, size: int | None, owned: bool = False, repeat: int = 1
+    ) -> None:
         self.fd = fd
         self.regular = regular
         self._size = size
         self._owned = owned  # opened here (--file), not inherited (stdin)
+        # send --repeat: a regular file read again from its start for every call.
+        self._repeat = repeat
+        self._pos = 0
 
     @classmethod
-    def open(cls, path: str) -> FdSource:
+    def open(cls, path: str, repeat: int = 1) -> FdSource:
         fd = os.open(path, os.O_RDONLY)
         try:
             st = os.fstat(fd)
@@ -56,12 +73,18 @@ class FdSource:
             os.close(fd)
             raise
         regular = stat.S_ISREG(st.st_mode)
-        return cls(fd, regular=regular, size=st.st_size if regular else None, owned=True)
+        if repeat > 1 and not regular:
+            os.close(fd)
+            raise OSError(29, "Illegal seek (--repeat reads a regular file again)", path)
+        size = st.st_size if regular else None
+        return cls(fd, regular=regular, size=size, owned=True, repeat=repeat)
 
     def size(self) -> int | None:
-        return self._size
+        return None if self._size is None else self._size * self._repeat
 
     def fill(self, buf: memoryview) -> int:
+        if self._repeat > 1:
+            return self._fill_again(buf)
         total = 0
         want = len(buf)
         while total < want:
@@ -69,6 +92,21 @@ class FdSource:
             if n == 0:
                 break
             total += n
+        return total
+
+    def _fill_again(self, buf: memoryview) -> int:
+        """pread(2) from the file's start again at every call (send --repeat)."""
+        assert self._size is not None
+        end = self._size * self._repeat
+        total = 0
+        while total < len(buf) and self._pos < end and self._size:
+            offset = self._pos % self._size
+            want = min(len(buf) - total, self._size - offset, end - self._pos)
+            n = os.preadv(self.fd, [buf[total : total + want]], offset)
+            if n == 0:
+                break  # the file shrank: a short send, as a short read makes one
+            total += n
+            self._pos += n
         return total
 
     def close(self) -> None:

@@ -245,6 +245,7 @@ class SendResult:
     ifname: str
     suite: str | None
     version: str | None
+    calls: int = 1  # the syscall made this many times with the same data (send --repeat)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -366,6 +367,7 @@ def send(
     on_event: EventSink | None = None,
     progress: Callable[[int], None] | None = None,
     pool: WorkerPool | None = None,
+    calls: int = 1,
 ) -> SendResult:
     """One syscall's worth of data on the connection `ep`, through KTLS if enabled.
 
@@ -373,6 +375,12 @@ def send(
     EINVAL, EMSGSIZE, EIO after a crypto failure, ECONNABORTED when the
     connection was dropped meanwhile). `pool` lets a long-lived process (serve)
     keep its worker threads between sends.
+
+    `calls` > 1 is an application making the syscall that many times in a loop with
+    the same data: `source` yields the data `calls` times over (its size() is the
+    total, known up front) and each call's bytes are framed on their own, as
+    separate write(2)s are (100 bytes x 100,000 calls = 100,000 records of 100
+    bytes). The calls are reserved together, so their records are consecutive.
     """
     from ktls_core.net import tcp
     from ktls_core.tls import session as sessions
@@ -386,13 +394,19 @@ def send(
         if not 0 <= record_type <= 255:
             raise KtlsError(Errno.EINVAL, f"record type {record_type} is not a byte")
     size = source.size()
+    if calls != 1 and (calls < 1 or size is None or size % calls):
+        raise KtlsError(Errno.EINVAL, f"{calls} calls need a known size that they divide")
+    if calls > 1 and size == 0:
+        raise KtlsError(Errno.EINVAL, "no data to repeat")
     with kernel.snapshot() as tx:
         conn = tcp.find(tx, ep)
         sess = sessions.get(tx, conn.id)
         link = link_for(conn, tcp.egress(tx, conn))
         threads = max(1, tx.sysctl("kern.ipc.tls.stats.threads"))
         inqueue_name = _inqueue_counter(tx)
-        prot = sessions.protector(tx, sess) if sess is not None else None
+        # Calls shorter than a record (send --repeat) are framed at their length.
+        frame = None if calls == 1 or size is None else size // calls
+        prot = sessions.protector(tx, sess, frame) if sess is not None else None
     if sess is None and record_type is not None:
         # Without KTLS the control message reaches tcp_usr_send(), which refuses it.
         raise KtlsError(Errno.EINVAL, "TLS_SET_RECORD_TYPE on a connection without KTLS")
@@ -403,7 +417,7 @@ def send(
         if sess is None or prot is None:
             _send_plain(st, size)
         else:
-            _send_tls(st, sess, prot, size, pool, inqueue_name)
+            _send_tls(st, sess, prot, size, pool, inqueue_name, calls)
     finally:
         if own_pool:
             pool.shutdown()
@@ -421,6 +435,7 @@ def send(
         ifname=link.ifname,
         suite=None if sess is None else sess.suite.name,
         version=None if sess is None else version_name(sess.vminor),
+        calls=calls,
     )
 
 
@@ -475,18 +490,39 @@ def _send_tls(
     size: int | None,
     pool: WorkerPool,
     inqueue_name: str,
+    calls: int = 1,
 ) -> None:
     from ktls_core.tls.record import count_records
 
     mfl = sess.max_frame_len
     allow_empty = prot.allows_empty
-    if size is not None:
-        count_records(size, mfl, allow_empty)  # EINVAL for an empty send
-        if st.syscall == "sendmsg" and st.rtype != RecordType.APPLICATION_DATA and size > SB_HIWAT:
-            raise KtlsError(Errno.EMSGSIZE, f"{size} bytes exceed the socket buffer ({SB_HIWAT})")
-    per_batch = max(1, BATCH_BYTES // mfl)
-    batch_bytes = per_batch * mfl
-    runner = _TlsRunner(st, sess, prot, pool, inqueue_name, batch_bytes)
+    # One call's bytes: calls of per_call bytes each (send --repeat); else the send.
+    per_call = size if size is None or calls == 1 else size // calls
+    if per_call is not None:
+        count_records(per_call, mfl, allow_empty)  # EINVAL for an empty send
+        if (
+            st.syscall == "sendmsg"
+            and st.rtype != RecordType.APPLICATION_DATA
+            and per_call > SB_HIWAT
+        ):
+            raise KtlsError(
+                Errno.EMSGSIZE, f"{per_call} bytes exceed the socket buffer ({SB_HIWAT})"
+            )
+    frame, call_bytes = mfl, None
+    if calls > 1 and per_call is not None:
+        if per_call < mfl:
+            # Every call is one short record: the stream is framed at the call's
+            # length (send() asked for a protector that cuts there).
+            frame = per_call
+        elif per_call % mfl:
+            call_bytes = per_call  # full records and a short one per call
+    per_batch = max(1, BATCH_BYTES // frame)
+    batch_bytes = per_batch * frame
+    if call_bytes is not None:
+        batch_bytes = min(batch_bytes, call_bytes)
+    runner = _TlsRunner(
+        st, sess, prot, pool, inqueue_name, batch_bytes, frame_len=frame, call_bytes=call_bytes
+    )
     try:
         runner.run(size)
     finally:
@@ -506,6 +542,9 @@ class _TlsRunner:
         pool: WorkerPool,
         inqueue_name: str,
         batch_bytes: int,
+        *,
+        frame_len: int | None = None,
+        call_bytes: int | None = None,
     ) -> None:
         self.st = st
         self.sess = sess
@@ -513,7 +552,13 @@ class _TlsRunner:
         self.pool = pool
         self.inqueue_name = inqueue_name
         self.batch_bytes = batch_bytes
-        self.mfl = sess.max_frame_len
+        # Records of frame_len bytes: the session's max_frame_len, or the length of
+        # each of many short calls (send --repeat).
+        self.mfl = frame_len or sess.max_frame_len
+        # Calls of call_bytes bytes that are not whole records: a batch never holds
+        # the end of one call and the start of the next (each ends in a short record).
+        self.call_bytes = call_bytes
+        self.call_left = call_bytes or 0
         self.suite = sess.suite
         self.worker = sess.worker % pool.threads
         self.chained = sess.chained_iv
@@ -537,6 +582,11 @@ class _TlsRunner:
         """(records, wire bytes) of nbytes framed into max_frame_len records."""
         from ktls_core.tls.record import count_records
 
+        if self.call_bytes and nbytes > self.call_bytes:
+            # The reservation of whole calls, each framed on its own.
+            calls = nbytes // self.call_bytes
+            records, wire = self._wire_length(self.call_bytes)
+            return records * calls, wire * calls
         records = count_records(nbytes, self.mfl, self.prot.allows_empty)
         full, rest = divmod(nbytes, self.mfl)
         wire = full * self.suite.wire_length(self.mfl)
@@ -612,14 +662,19 @@ class _TlsRunner:
         first = True
         while True:
             want = self.batch_bytes if left is None else min(self.batch_bytes, left)
+            if self.call_bytes:
+                want = min(want, self.call_left)
             buf = self.plain[self.index % 2]
             n = st.source.fill(buf[:want]) if want else 0
             if n == 0 and not first:
                 break
+            if self.call_bytes:
+                self.call_left = self.call_left - n or self.call_bytes
             if (
                 st.syscall == "sendmsg"
                 and st.rtype != RecordType.APPLICATION_DATA
-                and (n > SB_HIWAT)
+                and n > SB_HIWAT
+                and size is None  # a known size was checked per call up front
             ):
                 raise KtlsError(Errno.EMSGSIZE, f"more than {SB_HIWAT} bytes in one sendmsg")
             first = False
@@ -700,10 +755,28 @@ class _TlsRunner:
             assert isinstance(chain, bytes)
             explicit = chain
         stream = self.prot.seal_stream(self.st.rtype, plain, batch.first_seq, explicit)
-        views = list(stream)
+        # One chunk (16 KiB records) goes on as it is; more (many short records) are
+        # copied out one by one, so the record layer seals each into the buffer the
+        # previous one freed instead of a new buffer per chunk.
+        first: memoryview | None = None
+        joined: bytearray | None = None
+        pos = 0
+        for view in stream:
+            if first is None and joined is None:
+                first = view
+            else:
+                if joined is None:
+                    assert first is not None
+                    joined = bytearray(batch.wire_len)
+                    pos = len(first)
+                    joined[:pos] = first
+                    first = None
+                joined[pos : pos + len(view)] = view
+                pos += len(view)
+            del view
         if kind == "chain":
             batch.extra["next_chain"] = stream.next_explicit
-        out = views[0] if len(views) == 1 else memoryview(b"".join(views))
+        out = memoryview(joined)[:pos] if joined is not None else first or memoryview(b"")
         if len(out) != batch.wire_len:
             raise KtlsError(Errno.EIO, f"sealed {len(out)} bytes, reserved {batch.wire_len}")
         return out

@@ -344,20 +344,22 @@ def tls_enable(s: Session) -> TlsEnable:
     )  # fmt: skip
 
 
-def protector(tx: Tx, s: Session) -> RecordProtector:
+def protector(tx: Tx, s: Session, frame_len: int | None = None) -> RecordProtector:
     """The record protector that seals this session's records.
 
     Software mode asks the session's backend (ktls_ocf); ifnet mode gets the
-    record layer itself, the NIC model (same bytes as software).
+    record layer itself, the NIC model (same bytes as software). Records are cut
+    at max_frame_len, or at `frame_len` when a send's calls are all shorter.
     """
     from ktls_core import kld
     from ktls_core.tls.record import SessionKeys, make_protector
 
     params = tls_enable(s)
+    mfl = min(frame_len or s.max_frame_len, s.max_frame_len)
     b = kld.backend(tx, s.backend) if s.backend else None
     if b is not None:
-        return b.new_protector(params, s.max_frame_len)
-    return make_protector(SessionKeys.from_enable(params), s.max_frame_len)
+        return b.new_protector(params, mfl)
+    return make_protector(SessionKeys.from_enable(params), mfl)
 
 
 def txtls_enable(kernel: Kernel, ep: Endpoints, make_params: Callable[[Tx], TlsEnable]) -> Session:
