@@ -28,8 +28,6 @@ per session (FreeBSD likewise serialises a session on one worker).
 from __future__ import annotations
 
 import abc
-import hashlib
-import hmac
 import operator
 import struct
 import sys
@@ -828,10 +826,12 @@ def _aead_open(decrypt: Any, nonce: bytes, ct: ReadableBuffer, aad: bytes) -> by
         raise KtlsError(Errno.EBADMSG, "authentication tag mismatch") from None
 
 
-_HASHES: dict[int, Callable[[], Any]] = {
-    CryptoAlg.SHA1_HMAC: hashlib.sha1,
-    CryptoAlg.SHA2_256_HMAC: hashlib.sha256,
-    CryptoAlg.SHA2_384_HMAC: hashlib.sha384,
+# HMAC digests by name: hashlib (and hmac) load OpenSSL's libcrypto, about 2 ms of
+# every send's start-up, so only an AES-CBC protector imports them.
+_HASHES: dict[int, str] = {
+    CryptoAlg.SHA1_HMAC: "sha1",
+    CryptoAlg.SHA2_256_HMAC: "sha256",
+    CryptoAlg.SHA2_384_HMAC: "sha384",
 }
 # padding of p+1 bytes, each p, indexed by p+1 (1..16)
 _PADS = [bytes([p - 1]) * p if p else b"" for p in range(AES_BLOCK_LEN + 1)]
@@ -842,8 +842,11 @@ class CbcProtector(RecordProtector):
 
     def __init__(self, keys: SessionKeys, max_frame_len: int = TLS_MAX_MSG_SIZE_V10_2) -> None:
         super().__init__(keys, max_frame_len)
+        import hmac
+
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+        self._compare_digest = hmac.compare_digest
         self._cipher = Cipher
         self._cbc = modes.CBC
         self._aes = algorithms.AES(keys.key)
@@ -934,7 +937,7 @@ class CbcProtector(RecordProtector):
             raise KtlsError(Errno.EBADMSG, "bad CBC padding")
         content = pt[: len(pt) - pad - 1 - self._mac_len]
         mac = pt[len(content) : len(content) + self._mac_len]
-        if not hmac.compare_digest(mac, self._mac(seq, rtype, content)):
+        if not self._compare_digest(mac, self._mac(seq, rtype, content)):
             raise KtlsError(Errno.EBADMSG, "HMAC mismatch")
         if len(content) > TLS_MAX_MSG_SIZE_V10_2:
             raise KtlsError(Errno.EMSGSIZE, f"plaintext of {len(content)} bytes exceeds 16384")

@@ -67,3 +67,16 @@ def test_the_check_sees_a_heavy_import(state: str, init_state: Any) -> None:
     init_state(state)
     _, code, modules = _imports(state, "--format", "yaml", "sysctl", "kern.ipc.tls.enable")
     assert code == 0 and "yaml" in modules
+
+
+def test_a_gcm_send_loads_no_openssl_hash(state: str, init_state: Any, ktls: Any) -> None:
+    """A software AES-GCM send needs cryptography, never hashlib's libcrypto (issue 8)."""
+    init_state(state)
+    assert ktls("sysctl", "kern.ipc.tls.enable=1", "kern.ipc.mb_use_ext_pgs=1").exit == 0
+    assert ktls("kldload", "ktls_ocf").exit == 0
+    conn = ["198.51.100.10:443", "203.0.113.7:50000"]
+    assert ktls("connect", *conn, "--random-keys", "--tls-version", "1.2").exit == 0
+    stdout, code, modules = _imports(state, "send", *conn, "--data", "x")
+    assert code == 0 and "1 record" in stdout
+    assert "cryptography.hazmat.primitives.ciphers.aead" in modules
+    assert not set(modules) & {"hashlib", "_hashlib", "hmac", "rich", "yaml"}
