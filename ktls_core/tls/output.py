@@ -743,7 +743,8 @@ class _TlsRunner:
             return
         self.sb.append(batch)
         inq = self.pool.enqueue(self.worker, batch, self._seal_job, self.sb)
-        self.st.emit(Queued(self.worker, batch.first_seq, batch.count, self.inqueue_name, inq))
+        if self.st.on_event is not None:  # events are made only for someone who listens
+            self.st.emit(Queued(self.worker, batch.first_seq, batch.count, self.inqueue_name, inq))
 
     def _seal_job(self, batch: Batch) -> None:
         """The worker's part (ktls_encrypt()): seal the batch through the backend."""
@@ -802,9 +803,11 @@ class _TlsRunner:
         if "out" not in batch.extra:
             batch.extra["out"] = self._ip_output_send(batch)
         else:
-            st.emit(Sealed(batch.worker, batch.first_seq, batch.count, self.sw_backend or "?"))
+            if st.on_event is not None:
+                st.emit(Sealed(batch.worker, batch.first_seq, batch.count, self.sw_backend or "?"))
             st.sealed_records += batch.count
-        st.emit(Ready(batch.first_seq, batch.count))
+        if st.on_event is not None:
+            st.emit(Ready(batch.first_seq, batch.count))
         out = batch.extra["out"]
         plain = batch.extra["plain"]
         assert isinstance(out, memoryview) and isinstance(plain, memoryview)
