@@ -159,7 +159,7 @@ def _chunks(fh: IO[bytes]) -> Any:
 def _decode(
     env: Env, keys: SessionKeys, start: int, chunks: Any, plain_path: str | None, file: str
 ) -> None:
-    from ktls_cli.render import document
+    from ktls_cli.render import DocumentStream
     from ktls_core.errors import strerror
     from ktls_core.tls.suites import record_type_name
     from ktls_core.wire.decode import BadRecord, StreamDecoder
@@ -176,7 +176,8 @@ def _decode(
             env.err(f"decode: {plain_path}: {exc.strerror}")
             raise click.exceptions.Exit(EXIT_FAILURE) from None
     text = env.stderr if plain_path == "-" else env.stdout
-    records: list[dict[str, Any]] = []
+    # A long stream holds no list of its records: the document is written as it goes.
+    stream = DocumentStream(env, "decode", "records") if env.machine else None
     good = bad = nbytes = 0
     first_bad: BadRecord | None = None
 
@@ -202,8 +203,8 @@ def _decode(
                 doc = {"index": ev.index, "seq": ev.seq, "type": ev.type,
                        "type_name": record_type_name(ev.type), "version": f"0x{ev.version:04x}",
                        "length": ev.length, "wire_length": ev.wire_length, "ok": True}  # fmt: skip
-            if env.machine:
-                records.append(doc)
+            if stream is not None:
+                stream.item(doc)
             else:
                 text.write(line + "\n")
 
@@ -212,6 +213,8 @@ def _decode(
             handle(decoder.feed(chunk))
         handle(decoder.close())
     except OSError as exc:
+        if stream is not None:
+            stream.finish({"error": {"errno": exc.errno, "error": exc.strerror}})
         env.err(f"decode: {exc.strerror}")
         raise click.exceptions.Exit(EXIT_FAILURE) from None
     finally:
@@ -219,10 +222,10 @@ def _decode(
             plain_out.close()
         elif plain_out is not None:
             plain_out.flush()
-    if env.machine:
+    if stream is not None:
         summary = {"record_count": good + bad, "bad_records": bad, "bytes": nbytes,
                    "first_seq": start, "next_seq": decoder.next_seq}  # fmt: skip
-        document(env, "decode", {"records": records, **summary})
+        stream.finish(summary)
     else:
         verdict = "all authentic" if not bad else f"{bad} bad"
         count = "1 record" if good + bad == 1 else f"{good + bad} records"

@@ -14,7 +14,6 @@ sendfile(2) reads from a regular file, so it needs `--file`.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
@@ -63,28 +62,15 @@ def summary(r: SendResult) -> str:
     )
 
 
-class JsonRecords:
-    """Streams `{"send": {"records": [...], ...}}` so a long send never holds its records."""
-
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
-        self.count = 0
-        self.out.write('{"send":{"records":[')
-
-    def record(self, ev: Framed) -> None:
-        doc = {
-            "seq": ev.seq,
-            "type": ev.type,
-            "length": ev.length,
-            "wire_length": ev.wire_length,
-            "mode": ev.mode,
-        }
-        self.out.write(("," if self.count else "") + json.dumps(doc, separators=(",", ":")))
-        self.count += 1
-
-    def finish(self, fields: dict[str, Any]) -> None:
-        tail = json.dumps(fields, separators=(",", ":"))[1:]
-        self.out.write("]" + ("," + tail if fields else "}") + "}\n")
+def record_doc(ev: Framed) -> dict[str, Any]:
+    """One entry of the document's `records` list."""
+    return {
+        "seq": ev.seq,
+        "type": ev.type,
+        "length": ev.length,
+        "wire_length": ev.wire_length,
+        "mode": ev.mode,
+    }
 
 
 @click.command("send")
@@ -132,6 +118,7 @@ def cli(
     success, 1 the send failed (the syscall's errno is printed), 2 usage error.
     """
     from ktls_cli.commands.setsockopt import resolve
+    from ktls_cli.render import DocumentStream
     from ktls_core.errors import Errno, KtlsError
 
     if connect is not None:
@@ -169,9 +156,8 @@ def cli(
         env.err(f"send: {exc.filename}: {exc.strerror}")
         raise click.exceptions.Exit(EXIT_FAILURE) from None
     text_out = env.stderr if out_path == "-" else env.stdout
-    # JSON is streamed record by record; pretty JSON and YAML are built whole.
-    stream = JsonRecords(env.stdout) if env.format == "json" and not env.pretty else None
-    yaml_records: list[dict[str, Any]] = []
+    # Every machine format is streamed record by record: a long send holds no list.
+    stream = DocumentStream(env, "send", "records") if env.machine else None
 
     def on_event(ev: object) -> None:
         from ktls_core.tls.output import Framed
@@ -180,14 +166,8 @@ def cli(
             describe = getattr(ev, "describe", None)
             if describe is not None:
                 env.stderr.write(f"{describe()}\n")
-        if isinstance(ev, Framed):
-            if stream is not None:
-                stream.record(ev)
-            elif env.machine:
-                yaml_records.append(
-                    {"seq": ev.seq, "type": ev.type, "length": ev.length,
-                     "wire_length": ev.wire_length, "mode": ev.mode}
-                )  # fmt: skip
+        if isinstance(ev, Framed) and stream is not None:
+            stream.item(record_doc(ev))
 
     want_events = trace or env.machine
     try:
@@ -210,10 +190,6 @@ def cli(
         _close(source, wires)
     if stream is not None:
         stream.finish(result_doc(result))
-    elif env.machine:
-        from ktls_cli.render import document
-
-        document(env, "send", {"records": yaml_records, **result_doc(result)})
     else:
         text_out.write(summary(result) + "\n")
 
@@ -247,9 +223,11 @@ def _source(
             raise click.BadParameter("more than 1 MiB: use --file", param_hint="'--data'")
         return BytesSource(raw)
     if hexdata is not None:
-        if len(hexdata) > 3 * MAX_INLINE:
+        # The text first (separators allowed: "aa:bb" is 3 characters a byte), then the bytes.
+        raw = b"" if len(hexdata) > 3 * MAX_INLINE else parse_hex(hexdata, "--hex")
+        if len(hexdata) > 3 * MAX_INLINE or len(raw) > MAX_INLINE:
             raise click.BadParameter("more than 1 MiB: use --file", param_hint="'--hex'")
-        return BytesSource(parse_hex(hexdata, "--hex"))
+        return BytesSource(raw)
     if path is not None:
         try:
             return FdSource.open(path)

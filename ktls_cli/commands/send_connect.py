@@ -158,7 +158,7 @@ def run(
     rtype = send_cmd._record_type(record_type, syscall)
     source = send_cmd._source(env, data, hexdata, path, use_stdin)
     wires: list[Any] = []
-    records: list[dict[str, Any]] = []
+    stream: Any = None  # the document, streamed record by record (render.DocumentStream)
 
     def on_event(ev: object) -> None:
         from ktls_core.tls.output import Framed
@@ -167,16 +167,8 @@ def run(
             describe = getattr(ev, "describe", None)
             if describe is not None:
                 env.stderr.write(f"{describe()}\n")
-        if isinstance(ev, Framed) and env.machine:
-            records.append(
-                {
-                    "seq": ev.seq,
-                    "type": ev.type,
-                    "length": ev.length,
-                    "wire_length": ev.wire_length,
-                    "mode": ev.mode,
-                }
-            )
+        if isinstance(ev, Framed) and stream is not None:
+            stream.item(send_cmd.record_doc(ev))
 
     try:
         if out_path is not None:
@@ -185,6 +177,10 @@ def run(
             from ktls_cli.adapters import PcapWire
 
             wires.append(PcapWire(pcap_path))
+        if env.machine:
+            from ktls_cli.render import DocumentStream
+
+            stream = DocumentStream(env, TOOL, "records")
         doc = _connect_and_send(
             env,
             connect,
@@ -198,21 +194,19 @@ def run(
         )
     except Failure as exc:
         env.err(f"{TOOL}: {exc}")
-        if env.machine:
-            from ktls_cli.render import document
-
-            document(env, TOOL, {"records": records, "error": str(exc)})
+        if stream is not None:
+            stream.finish({"error": str(exc)})
         raise click.exceptions.Exit(EXIT_FAILURE) from None
     except OSError as exc:  # --out / --pcap / --file
         env.err(f"{TOOL}: {exc.filename or path or 'stdin'}: {exc.strerror}")
+        if stream is not None:
+            stream.finish({"error": f"{exc.filename or path or 'stdin'}: {exc.strerror}"})
         raise click.exceptions.Exit(EXIT_FAILURE) from None
     finally:
         send_cmd._close(source, wires)
     data_result: SendResult = doc.pop("result")
-    if env.machine:
-        from ktls_cli.render import document
-
-        document(env, TOOL, {"records": records, **send_cmd.result_doc(data_result), **doc})
+    if stream is not None:
+        stream.finish({**send_cmd.result_doc(data_result), **doc})
     else:
         text_out = env.stderr if out_path == "-" else env.stdout
         hsk = doc["handshake"]
