@@ -29,6 +29,7 @@ PAGES = sorted(p.name for p in MAN.glob("*.8"))
 # the tests drive. Add to it when a page cites another one.
 EXTERNAL_PAGES = {
     ("netstat", "1"), ("openssl", "1"), ("tcpdump", "1"), ("tshark", "1"), ("curl", "1"),
+    ("chmod", "1"), ("ps", "1"),
     ("aio_write", "2"), ("connect", "2"), ("getsockopt", "2"), ("sendfile", "2"),
     ("sendmsg", "2"), ("setsockopt", "2"), ("socket", "2"), ("write", "2"),
     ("err", "3"), ("getaddrinfo", "3"), ("getopt", "3"), ("libxo", "3"), ("strtol", "3"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ from relyhelp import counters, invariant_problems, oracle_suite, session_info, s
 
 WORKERS = 8
 ROUNDS = 200
-SEED = 4242
+SEED = int(os.environ.get("KTLS_CONCURRENCY_SEED", "4242"))
 WORKER = Path(__file__).resolve().parent / "concurrency_worker.py"
 SHARED = {
     "192.0.2.10 443 198.51.100.7 7000": ["--tls-version", "1.2", "--cipher", "aes-gcm"],

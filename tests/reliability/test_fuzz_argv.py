@@ -21,7 +21,7 @@ surrogate-escaped bytes and empty strings. Every example must:
   ifconfig and switch_tls apply the arguments that worked before one that failed
   (as sysctl(8) and ifconfig(8) do), which must equal running those alone.
 
-The number of examples per command is bounded (KTLS_FUZZ_EXAMPLES, default 150) and
+The number of examples per command is bounded (KTLS_FUZZ_EXAMPLES, default 300) and
 the search is derandomized so CI runs are repeatable; KTLS_FUZZ_RANDOM=1 explores
 afresh.
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import sys
@@ -42,7 +43,7 @@ from hypothesis import strategies as st
 
 from ktls_cli.main import COMMANDS
 
-EXAMPLES = int(os.environ.get("KTLS_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("KTLS_FUZZ_EXAMPLES", "300"))
 DERANDOMIZE = os.environ.get("KTLS_FUZZ_RANDOM") != "1"
 
 NUMBERS = [
@@ -157,6 +158,9 @@ def _setup_current(run: Any, state: str, scratch: Path) -> None:
         ["connect", "2001:db8:1::10.443", "2001:db8:1::7.1234", "--random-keys",
          "--tls-version", "1.1", "--cipher", "aes-cbc", "--auth", "hmac-sha1"],
         ["connect", "192.0.2.10:80", "198.51.100.7:80"],
+        # A software session that `switch_tls -i -a` can move (the others fail).
+        ["connect", "203.0.113.10:444", "203.0.113.7:444", "--random-keys"],
+        ["switch_tls", "-s", "203.0.113.10:444", "203.0.113.7:444"],
         ["send", "203.0.113.10:443", "203.0.113.7:443", "--data", "x" * 40000],
         ["send", "192.0.2.10:443", "198.51.100.7:51514", "--data", "hello"],
     ):  # fmt: skip
@@ -339,18 +343,22 @@ def _allowed_change(argv: list[str], result: Any, before: str, after: str, repla
     counters_a = dict(a["counters"]["rows"])
     moved = {k: counters_a[k] - counters_b.get(k, 0) for k in counters_a
              if counters_a[k] != counters_b.get(k)}  # fmt: skip
-    counted = {"kern.ipc.tls.stats.enable_calls", "kern.ipc.tls.stats.switch_failed"}
-    if set(moved) - counted or any(v < 0 for v in moved.values()):
-        return ""
+    enable_calls = "kern.ipc.tls.stats.enable_calls"
     if cmd == "connect" and "TCP_TXTLS_ENABLE" in result.stderr:
         # connect(2) worked, then setsockopt(TCP_TXTLS_ENABLE) failed: the connection
         # stays, without TLS (ktls-connect(8)); FreeBSD counts the enable call from its
-        # step 3 on. Nothing else may move.
-        new = {r[2:6] for r in _rows(a, "conns")} - {r[2:6] for r in _rows(b, "conns")}
-        ours = [w for w in argv if w.count(":") or w.count(".") > 3]
-        if set(changed) <= {"conns", "counters"} and new and set(moved) <= counted - {
-            "kern.ipc.tls.stats.switch_failed"
-        } and len(new) >= moved.get("kern.ipc.tls.stats.enable_calls", 0) and ours:
+        # step 3 on. Nothing else may move: the old rows are all there unchanged, the
+        # new ones are ESTABLISHED, no session was made.
+        old, new = set(_rows(b, "conns")), set(_rows(a, "conns"))
+        added = new - old
+        if (
+            set(changed) <= {"conns", "counters"}
+            and old <= new
+            and added
+            and all(r[6] == "ESTABLISHED" for r in added)
+            and set(moved) <= {enable_calls}
+            and moved.get(enable_calls, 0) <= len(added)
+        ):
             return "connect: the connection stays when TCP_TXTLS_ENABLE fails"
     if cmd == "setsockopt" and changed == ["counters"]:
         if "TCP_TXTLS_ENABLE" in result.stderr and moved == {
@@ -369,6 +377,9 @@ def _allowed_change(argv: list[str], result: Any, before: str, after: str, repla
         new = _rows(a, "dmesg")[len(_rows(b, "dmesg")) :]
         if {r[1] for r in new} == {"KTLS: Deregistering crypto method OCF is not supported"}:
             return "the refusal's dmesg line"
+    if cmd == "switch_tls" and any(w.startswith("-") and "a" in w for w in argv):
+        # -a: ktls_set_tx_mode() on each connection in turn, each on its own.
+        return replay(argv, result, after, each_connection=True)
     if cmd in ("sysctl", "ifconfig", "switch_tls", "tcpdrop", "route"):
         # Arguments that worked before one that failed stay applied (sysctl(8) goes
         # on after a failed one; ifconfig(8) stops at it): running only the ones
@@ -423,20 +434,35 @@ def _check(argv: list[str], result: Any, base: tuple[str, bytes, str], work: str
     if after.stdout == export:
         return
 
-    def fresh_export(words: list[str]) -> tuple[int, str]:
-        """Run `words` on a fresh copy of the base; (exit, export after)."""
+    def fresh_export(words: list[Any]) -> tuple[int, str]:
+        """Run `words` (or each of a list of argvs) on a fresh copy of the base;
+        (exit of the last, export after)."""
         other = str(Path(work).parent / "replay.db")
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(other + suffix)
         shutil.copyfile(state, other)
         os.chmod(other, 0o600)
-        code = run(*words, state=other, env={"KTLS_DEBUG": None}).exit
+        code = 0
+        for argv in words if words and isinstance(words[0], list) else [words]:
+            code = run(*argv, state=other, env={"KTLS_DEBUG": None}).exit
         return code, run("state", "export", "--include-keys", state=other).stdout
 
-    def replay(argv: list[str], result: Any, after_text: str) -> str:
+    def replay(argv: list[str], result: Any, after_text: str, each_connection: bool = False) -> str:
         at = argv.index(next(w for w in argv if w in COMMANDS)) + 1
         head, body = argv[:at], argv[at:]
+        if each_connection:
+            flag = "-i" if any(w.startswith("-") and "i" in w for w in body) else "-s"
+            names = re.findall(r"^(?:switch_tls: )?(\S+ \d+ \S+ \d+):", result.stdout +
+                               result.stderr, re.M)  # fmt: skip
+            if result.stdout[:1] in ("{", "s"):  # the JSON or YAML document
+                import yaml
+
+                doc = yaml.safe_load(result.stdout)["switch_tls"]["connections"]
+                names = [f"{c['local_address']} {c['local_port']} {c['foreign_address']}"
+                         f" {c['foreign_port']}" for c in doc]  # fmt: skip
+            code, text = fresh_export([["switch_tls", flag, *n.split()] for n in names])
+            return "each connection switched on its own" if text == after_text else ""
         # ifconfig(8), route(8): the parameters before the failing one were applied.
         for k in range(len(body) - 1, 0, -1):
             code, text = fresh_export(head + body[:k])

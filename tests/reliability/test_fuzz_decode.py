@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-EXAMPLES = int(os.environ.get("KTLS_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("KTLS_FUZZ_EXAMPLES", "300"))
 DERANDOMIZE = os.environ.get("KTLS_FUZZ_RANDOM") != "1"
 
 SUITES = {
