@@ -119,14 +119,38 @@ def _write_bytes_as_given(exc: UnicodeError) -> tuple[str | bytes, int]:
     return "".join(f"\\u{ord(c):04x}" for c in chunk), exc.end
 
 
+def _closed_std_streams() -> None:
+    """A closed stdin, stdout or stderr (`ktls ... >&-`) becomes /dev/null: otherwise the
+    next file ktls opens (--pcap, --file) would take that descriptor and get what
+    --out - or a message meant for the terminal writes there."""
+    if sys.stdin is not None and sys.stdout is not None and sys.stderr is not None:
+        return  # Python found all three open at start-up
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - for the life of the process
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+
+
 def _faithful_streams() -> None:
     import codecs
+    import contextlib
+
+    _closed_std_streams()
 
     codecs.register_error("ktls.bytes", _write_bytes_as_given)
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None and getattr(stream, "errors", None) != "ktls.bytes":
-            reconfigure(errors="ktls.bytes")
+            # A closed or detached stream takes nothing anyway.
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="ktls.bytes")
 
 
 def main(argv: list[str] | None = None) -> int:
