@@ -10,6 +10,10 @@ peer's TCP delivers, `--pcap FILE` the frames on the egress interface.
 sendmsg(2) carries control messages, so `--record-type` without
 `--syscall sendmsg` is a usage error (FreeBSD offers no other way to set it).
 sendfile(2) reads from a regular file, so it needs `--file`.
+
+`--repeat N` is an application making that syscall N times with the same data:
+each call frames its own records (100 bytes x 100,000 calls = 100,000 records of
+100 bytes), and the N calls are reserved together.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 MAX_INLINE = 1 << 20  # --data / --hex: a command-line argument, bounded
+MAX_REPEAT = 1_000_000_000
 PROGRESS_MIN_BYTES = 8 << 20  # a progress bar only for inputs this large, on a terminal
 
 pass_env = click.make_pass_decorator(Env)
@@ -48,16 +53,18 @@ def result_doc(r: SendResult) -> dict[str, Any]:
         "next_seq": r.next_seq,
         "tcp_seq": r.tcp_seq,
         "interface": r.ifname,
+        "calls": r.calls,
     }
 
 
 def summary(r: SendResult) -> str:
+    calls = f" in {r.calls} calls" if r.calls > 1 else ""
     if r.mode == "none" or r.first_seq is None:
-        return f"{r.conn}: {r.bytes} bytes, no KTLS (TCP seq {r.tcp_seq})"
+        return f"{r.conn}: {r.bytes} bytes{calls}, no KTLS (TCP seq {r.tcp_seq})"
     last = f"{r.first_seq} to {r.next_seq - 1}" if r.records and r.next_seq else "none"
     records = "1 record" if r.records == 1 else f"{r.records} records"
     return (
-        f"{r.conn}: {records}, {r.bytes} bytes ({r.wire_bytes} on the wire),"
+        f"{r.conn}: {records}, {r.bytes} bytes{calls} ({r.wire_bytes} on the wire),"
         f" seq {last}, next seq {r.next_seq}"
     )
 
@@ -94,6 +101,13 @@ def record_doc(ev: Framed) -> dict[str, Any]:
 @click.option("--out", "out_path", metavar="FILE", help="Write the byte stream to FILE (- stdout).")
 @click.option("--pcap", "pcap_path", metavar="FILE", help="Write the frames as a pcap file.")
 @click.option("--trace", is_flag=True, help="Print the kernel's events on stderr.")
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, MAX_REPEAT),
+    default=1,
+    metavar="N",
+    help="Make the system call N times with the same data (each call its own records).",
+)
 @connect_options  # --connect HOST:PORT and its handshake options (issue 7, send_connect.py)
 @pass_env
 def cli(
@@ -108,6 +122,7 @@ def cli(
     out_path: str | None,
     pcap_path: str | None,
     trace: bool,
+    repeat: int,
     connect: ConnectOptions | None,
 ) -> None:
     """Send data on connection CONN through the simulated transmit path.
@@ -121,6 +136,8 @@ def cli(
     from ktls_cli.render import DocumentStream
     from ktls_core.errors import Errno, KtlsError
 
+    if repeat > 1 and connect is not None:
+        raise click.UsageError("--repeat is for a simulated connection (CONN), not --connect")
     if connect is not None:
         from ktls_cli.commands.send_connect import run
 
@@ -132,6 +149,8 @@ def cli(
     sources = [x is not None for x in (data, hexdata, path)] + [use_stdin]
     if sum(sources) != 1:
         raise click.UsageError("give exactly one of --data, --hex, --file, --stdin")
+    if repeat > 1 and use_stdin:
+        raise click.UsageError("--repeat sends the same data again: standard input is read once")
     rtype = _record_type(record_type, syscall)
     if syscall == "sendfile" and path is None:
         env.err("sendfile: Invalid argument (sendfile(2) reads a regular file: use --file)")
@@ -139,7 +158,10 @@ def cli(
     if (out_path == "-") and env.machine:
         raise click.UsageError("--out - and --format json both want stdout")
     ep = resolve(env, syscall, list(conn))
-    source = _source(env, data, hexdata, path, use_stdin)
+    source = _source(env, data, hexdata, path, use_stdin, repeat)
+    if repeat > 1 and source.size() == 0:
+        _close(source, [])
+        raise click.UsageError("--repeat: there is no data to repeat")
     if syscall == "sendfile" and not getattr(source, "regular", False):
         env.err(f"sendfile: Invalid argument ({path} is not a regular file)")
         raise click.exceptions.Exit(EXIT_FAILURE)
@@ -171,7 +193,9 @@ def cli(
 
     want_events = trace or env.machine
     try:
-        result = _run(env, ep, source, syscall, rtype, wires, on_event if want_events else None)
+        result = _run(
+            env, ep, source, syscall, rtype, wires, on_event if want_events else None, repeat
+        )
     except KtlsError as exc:
         if stream is not None:
             stream.finish({"error": {"errno": int(exc.errno), "error": exc.strerror}})
@@ -212,7 +236,12 @@ def _record_type(text: str | None, syscall: str) -> int | None:
 
 
 def _source(
-    env: Env, data: str | None, hexdata: str | None, path: str | None, use_stdin: bool
+    env: Env,
+    data: str | None,
+    hexdata: str | None,
+    path: str | None,
+    use_stdin: bool,
+    repeat: int = 1,
 ) -> Source:
     from ktls_cli.adapters import BytesSource, FdSource, StreamSource
     from ktls_cli.tlsopts import parse_hex
@@ -221,16 +250,16 @@ def _source(
         raw = data.encode("utf-8", errors="surrogateescape")
         if len(raw) > MAX_INLINE:
             raise click.BadParameter("more than 1 MiB: use --file", param_hint="'--data'")
-        return BytesSource(raw)
+        return BytesSource(raw, repeat)
     if hexdata is not None:
         # The text first (separators allowed: "aa:bb" is 3 characters a byte), then the bytes.
         raw = b"" if len(hexdata) > 3 * MAX_INLINE else parse_hex(hexdata, "--hex")
         if len(hexdata) > 3 * MAX_INLINE or len(raw) > MAX_INLINE:
             raise click.BadParameter("more than 1 MiB: use --file", param_hint="'--hex'")
-        return BytesSource(raw)
+        return BytesSource(raw, repeat)
     if path is not None:
         try:
-            return FdSource.open(path)
+            return FdSource.open(path, repeat)
         except OSError as exc:
             env.err(f"send: {path}: {exc.strerror}")
             raise click.exceptions.Exit(EXIT_FAILURE) from None
@@ -275,6 +304,7 @@ def _run(
     rtype: int | None,
     wires: list[Any],
     on_event: Any,
+    calls: int = 1,
 ) -> SendResult:
     from ktls_cli.adapters import TeeWire
     from ktls_core.tls.output import send
@@ -285,10 +315,10 @@ def _run(
     if env.stderr_is_tty and size is not None and size >= PROGRESS_MIN_BYTES:
         return _with_progress(env, size, lambda cb: send(
             kernel, ep, source, syscall=syscall, record_type=rtype, wire=wire,
-            on_event=on_event, progress=cb,
+            on_event=on_event, progress=cb, calls=calls,
         ))  # fmt: skip
     return send(kernel, ep, source, syscall=syscall, record_type=rtype, wire=wire,
-                on_event=on_event)  # fmt: skip
+                on_event=on_event, calls=calls)  # fmt: skip
 
 
 def _with_progress(env: Env, size: int, run: Any) -> SendResult:

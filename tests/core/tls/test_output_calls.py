@@ -51,7 +51,8 @@ def test_each_call_is_its_own_record(seed) -> None:  # type: ignore[no-untyped-d
     data = os.urandom(100)
     events, sink = collector()
     result, wire = send(seed, data * 1000, calls=1000, on_event=sink)
-    assert (result.records, result.first_seq, result.next_seq, result.calls) == (1000, 0, 1000, 1000)
+    assert (result.records, result.first_seq, result.next_seq) == (1000, 0, 1000)
+    assert result.calls == 1000
     assert result.bytes == 100_000 and result.wire_bytes == 1000 * (100 + 29)
     framed = [e for e in events if isinstance(e, output.Framed)]
     assert [f.length for f in framed] == [100] * 1000
