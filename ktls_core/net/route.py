@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ktls_core.errors import Errno, KtlsError
 from ktls_core.net.ifnet import (
@@ -214,8 +214,7 @@ class Route:
         )
 
 
-@dataclass(frozen=True)
-class Egress:
+class Egress(NamedTuple):
     """Where a packet to a destination leaves right now.
 
     `ifname` is the route's interface (nh_ifp: em0, lagg0, vlan100, lo0), the

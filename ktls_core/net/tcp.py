@@ -16,8 +16,7 @@ from __future__ import annotations
 import ipaddress
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ktls_core.errors import Errno, KtlsError
 
@@ -70,8 +69,7 @@ class FamilyError(ValueError):
         self.words = words
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoints:
+class Endpoints(NamedTuple):
     """A 4-tuple with canonical (compressed, numeric) addresses."""
 
     family: int  # 4 or 6
@@ -88,8 +86,7 @@ class Endpoints:
         return (self.laddr, str(self.lport), self.faddr, str(self.fport))
 
 
-@dataclass(frozen=True, slots=True)
-class Conn:
+class Conn(NamedTuple):
     id: int
     family: int
     laddr: str

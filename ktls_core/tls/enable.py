@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ktls_core.errors import Errno, KtlsError
 from ktls_core.tls.suites import (
@@ -124,8 +124,7 @@ Predicate = Callable[[EnableContext, TlsEnable], bool]
 COUNTED_FROM_STEP = 3
 
 
-@dataclass(frozen=True, slots=True)
-class EnableRule:
+class EnableRule(NamedTuple):
     """One row: `rejects(ctx, params)` true means the call fails with `errno`."""
 
     step: int

@@ -32,7 +32,7 @@
    ocf.* counter per crypto operation; a crypto failure counts failed_crypto and
    aborts the connection with EIO (`ktls_drop()`).
 
-The core never prints: it calls `on_event` with frozen dataclasses when asked
+The core never prints: it calls `on_event` with immutable records when asked
 (--trace, --format json); without it no per-record object is made.
 """
 
@@ -41,8 +41,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ktls_core.errors import Errno, KtlsError, strerror
 from ktls_core.store import to_db
@@ -79,8 +78,7 @@ OCF_NODE = "kern.ipc.tls.stats.ocf"
 # -- where the bytes go ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
+class Link(NamedTuple):
     """The egress of a connection as the wire sees it: interface, MTU, addresses."""
 
     ifname: str  # the route's interface (nh_ifp)
@@ -107,8 +105,7 @@ class Source(Protocol):
 # -- events -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Reserved:
+class Reserved(NamedTuple):
     """The reservation transaction committed: these numbers are this send's for good."""
 
     conn: str
@@ -126,8 +123,7 @@ class Reserved:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Framed:
+class Framed(NamedTuple):
     """ktls_frame(): one record appended to the socket buffer with its sequence number."""
 
     seq: int
@@ -143,8 +139,7 @@ class Framed:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Queued:
+class Queued(NamedTuple):
     """ktls_enqueue(): a batch of not-ready records handed to a worker thread."""
 
     worker: int
@@ -160,8 +155,7 @@ class Queued:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Sealed:
+class Sealed(NamedTuple):
     """The backend encrypted a batch (one crypto operation per record)."""
 
     worker: int
@@ -176,8 +170,7 @@ class Sealed:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(NamedTuple):
     """pru_ready(): the records may go; tcp_output() sends the ready prefix."""
 
     first_seq: int
@@ -187,8 +180,7 @@ class Ready:
         return f"ready {self.records} record(s) from seq {self.first_seq} (pru_ready)"
 
 
-@dataclass(frozen=True, slots=True)
-class Transmitted:
+class Transmitted(NamedTuple):
     """tcp_output() -> ip_output(): bytes left on the egress interface."""
 
     ifname: str
@@ -205,8 +197,7 @@ class Transmitted:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Aborted:
+class Aborted(NamedTuple):
     """ktls_drop(): an encryption failed (failed_crypto); the connection is dropped."""
 
     conn: str
@@ -227,8 +218,7 @@ EventSink = Callable[[object], None]
 # -- the result ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
+class SendResult(NamedTuple):
     """What one send did (the CLI's summary and JSON document)."""
 
     conn: str
@@ -848,7 +838,7 @@ class _TlsRunner:
         port = self.ifnet_out.port or s.tag_port or "NIC"
         self.st.emit(Sealed(-1, batch.first_seq, batch.count, port))
         if port != self.st.link.port and self.ifnet_out.port is not None:
-            self.st.link = replace(self.st.link, port=port)
+            self.st.link = self.st.link._replace(port=port)
         return out
 
     # -- mode switches and drops from other processes --

@@ -7,7 +7,7 @@ Everything here is plain data: no cryptography import, so the CLI's fast paths
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ktls_core.errors import Errno, KtlsError
 
@@ -220,8 +220,7 @@ def gauge_name(cipher: int) -> str:
         raise KtlsError(Errno.EINVAL, f"unknown cipher algorithm {cipher}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class Suite:
+class Suite(NamedTuple):
     """A cipher suite as KTLS sees it: cipher, key size, version, MAC."""
 
     cipher: int

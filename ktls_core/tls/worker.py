@@ -21,31 +21,57 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 
-@dataclass(eq=False)
 class Batch:
     """A run of consecutive records in one preallocated wire buffer (an mbuf chain).
 
     Records are laid out back to back in `buf` as they go on the wire: header,
     payload, trailer. All records carry `frame_len` bytes of payload except the
-    last, which carries `last_len`. `ready` is set by pru_ready().
+    last, which carries `last_len`. `ready` is set by pru_ready(). (A plain class:
+    a dataclass costs every send's start-up its code generation.)
     """
 
-    index: int  # position in the send buffer
-    first_seq: int  # TLS sequence number of the first record
-    count: int  # records in the batch (0 for plain TCP data)
-    frame_len: int  # payload bytes per record (max_frame_len), last excepted
-    last_len: int  # payload bytes of the last record
-    buf: bytearray
-    wire_len: int  # bytes of `buf` that go on the wire
-    tcp_seq: int  # TCP sequence number of buf[0]
-    nonce_first: int = 0  # TLS 1.2 GCM explicit nonce counter of the first record
-    ready: bool = False
-    error: BaseException | None = None
-    worker: int = -1
-    extra: dict[str, object] = field(default_factory=dict)
+    __slots__ = (
+        "buf", "count", "error", "extra", "first_seq", "frame_len", "index", "last_len",
+        "nonce_first", "ready", "tcp_seq", "wire_len", "worker",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        index: int,  # position in the send buffer
+        first_seq: int,  # TLS sequence number of the first record
+        count: int,  # records in the batch (0 for plain TCP data)
+        frame_len: int,  # payload bytes per record (max_frame_len), last excepted
+        last_len: int,  # payload bytes of the last record
+        buf: bytearray,
+        wire_len: int,  # bytes of `buf` that go on the wire
+        tcp_seq: int,  # TCP sequence number of buf[0]
+        nonce_first: int = 0,  # TLS 1.2 GCM explicit nonce counter of the first record
+        ready: bool = False,
+        error: BaseException | None = None,
+        worker: int = -1,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        self.index = index
+        self.first_seq = first_seq
+        self.count = count
+        self.frame_len = frame_len
+        self.last_len = last_len
+        self.buf = buf
+        self.wire_len = wire_len
+        self.tcp_seq = tcp_seq
+        self.nonce_first = nonce_first
+        self.ready = ready
+        self.error = error
+        self.worker = worker
+        self.extra: dict[str, object] = {} if extra is None else extra
+
+    def __repr__(self) -> str:
+        return (
+            f"Batch(index={self.index}, first_seq={self.first_seq}, count={self.count},"
+            f" wire_len={self.wire_len}, ready={self.ready})"
+        )
 
 
 class SendBuffer:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # pcap(5) file header: magic, version 2.4, thiszone, sigfigs, snaplen, linktype.
 PCAP_MAGIC = 0xA1B2C3D4
@@ -76,8 +75,7 @@ def partial_sum(data: bytes | bytearray | memoryview) -> int:
     return value % 0xFFFF
 
 
-@dataclass(frozen=True, slots=True)
-class TcpFlow:
+class TcpFlow(NamedTuple):
     """One direction of a connection as it appears on the wire of its egress interface.
 
     `src_mac`/`dst_mac` None means a loopback interface (DLT_NULL framing).
@@ -99,16 +97,21 @@ class TcpFlow:
         return LINKTYPE_NULL if self.src_mac is None else LINKTYPE_ETHERNET
 
 
-@dataclass
 class PcapWriter:
     """Writes pcap(5) records through `write`; the file header goes out with the first frame."""
 
-    write: Callable[[bytes], object]
-    linktype: int = LINKTYPE_ETHERNET
-    clock: Callable[[], float] = time.time
-    frames: int = 0
-    _started: bool = field(default=False, repr=False)
-    _ip_id: int = 0
+    def __init__(
+        self,
+        write: Callable[[bytes], object],
+        linktype: int = LINKTYPE_ETHERNET,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.write = write
+        self.linktype = linktype
+        self.clock = clock
+        self.frames = 0
+        self._started = False
+        self._ip_id = 0
 
     def start(self) -> None:
         if not self._started:
@@ -202,8 +205,7 @@ _ETHERTYPE_VLAN = 0x8100
 _ETHERTYPE_QINQ = 0x88A8
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(NamedTuple):
     """One TCP segment's payload as captured."""
 
     src: str
