@@ -134,12 +134,22 @@ def _read(path: str, is_pcap: bool, flow: tuple[str, int] | None) -> Any:
 
 
 def _slurp(path: str) -> bytes:
+    """A capture, whole (reassembly needs every segment); its magic number is checked
+    first, so `--pcap /dev/zero` is refused at once instead of read forever."""
     import sys
 
-    if path == "-":
-        return bytes(sys.stdin.buffer.read())
-    with open(path, "rb") as fh:
-        return fh.read()
+    from ktls_core.wire.pcap import PCAP_MAGIC, PcapError
+
+    fh: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    try:
+        head = fh.read(4)
+        magics = (PCAP_MAGIC.to_bytes(4, "little"), PCAP_MAGIC.to_bytes(4, "big"))
+        if len(head) == 4 and head not in magics:
+            raise PcapError("not a pcap file (bad magic number)")
+        return head + fh.read()
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
 
 
 def _chunks(fh: IO[bytes]) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import IO
 
 import click
 
@@ -119,12 +120,17 @@ def import_cmd(env: Env, file: str) -> None:
     path = _state_path(env)
     try:
         if file == "-":
-            text = sys.stdin.read()
+            text = _read_text(sys.stdin)
         else:
             with open(file, encoding="utf-8") as fh:
-                text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                text = _read_text(fh)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, OSError):
+            reason = exc.strerror
+        elif isinstance(exc, UnicodeDecodeError):
+            reason = "not UTF-8 text"
+        else:
+            reason = "not a ktls state export (binary data)"
         env.err(f"ktls: {file}: {reason}")
         raise click.exceptions.Exit(1) from None
     try:
@@ -133,6 +139,17 @@ def import_cmd(env: Env, file: str) -> None:
         env.err(f"ktls: {exc}")
         raise click.exceptions.Exit(1) from None
     emit(env, "state", result, lambda: env.out(f"{path}: imported {file}"))
+
+
+def _read_text(fh: IO[str]) -> str:
+    """An export, read in chunks: a NUL is no YAML, so `/dev/zero` ends at once (ValueError)
+    instead of filling memory."""
+    parts = []
+    while chunk := fh.read(1 << 20):
+        if "\x00" in chunk:
+            raise ValueError("binary data")
+        parts.append(chunk)
+    return "".join(parts)
 
 
 @cli.command("reset")

@@ -144,10 +144,21 @@ def _strip_comment(line: str) -> str:
     return line
 
 
+MAX_FILE = 1 << 20  # -f: a sysctl.conf is small; /dev/zero or a log is not one
+
+
 def read_file(path: str) -> list[tuple[str, int]]:
-    """The `name=value` lines of a sysctl.conf(5)-style file, with their line numbers."""
+    """The `name=value` lines of a sysctl.conf(5)-style file, with their line numbers.
+
+    OSError EFBIG past MAX_FILE characters (read that far only, so `-f /dev/zero`
+    ends)."""
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-        text = fh.read()
+        text = fh.read(MAX_FILE + 1)
+    if len(text) > MAX_FILE:
+        import errno
+        import os
+
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), path)
     items = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         stripped = _strip_comment(line).strip(" \t\n\v\f\r")

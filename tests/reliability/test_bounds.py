@@ -10,6 +10,8 @@
   the same options, for: --trace (events streamed to stderr), --pcap, --out -,
   --stdin, --format json, --format yaml, --libxo json,pretty (records streamed into
   the document), and for `decode` of the 256 MiB stream, as text and as JSON.
+- Inputs read whole (sysctl -f, state import, decode --pcap, --keys-from) are read
+  only as far as needed to refuse an endless one (/dev/zero).
 """
 
 from __future__ import annotations
@@ -170,3 +172,24 @@ def test_streamed_document_is_the_whole_document(fmt: tuple[str, bool]) -> None:
             document(Env(format=fmt[0], pretty=fmt[1], stdout=whole), "s",
                      {"r": items[:n], **fields})  # fmt: skip
             assert streamed.getvalue() == whole.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sysctl", "-f", "/dev/zero"], "sysctl: /dev/zero: File too large\n"),
+        (["state", "import", "/dev/zero"],
+         "ktls: /dev/zero: not a ktls state export (binary data)\n"),
+        (["decode", "--pcap", "/dev/zero", *KEY],
+         "decode: /dev/zero: not a pcap file (bad magic number)\n"),
+        (["connect", *CONN, "--keys-from", "/dev/zero"],
+         "--keys-from /dev/zero: not a YAML file\n"),
+    ],
+)  # fmt: skip
+def test_endless_inputs_end(argv: list[str], message: str, ktls: Any, init_state: Any,
+                            state: str) -> None:  # fmt: skip
+    """Files read whole (a sysctl.conf, an export, a capture, a key file) are read only
+    as far as needed to refuse an endless one: no memory grows, the command ends."""
+    init_state(state)
+    r = ktls(*argv, env={"KTLS_DEBUG": None})
+    assert r.exit in (1, 2) and r.stderr.endswith(message), r
