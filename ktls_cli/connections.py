@@ -19,6 +19,7 @@ import click
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
+    from ktls_cli.env import Env
     from ktls_core.net.tcp import Endpoints
 
 COMPLETION_LIMIT = 200
@@ -45,6 +46,18 @@ def parse(words: Sequence[str]) -> Endpoints:
         raise ConnWordsError(str(exc), usage=False) from None
     except tcp.FamilyError as exc:
         raise ConnWordsError(str(exc), usage=False) from None
+
+
+def resolve(env: Env, call: str, conn_words: list[str]) -> Endpoints:
+    """The connection the words name, for a command: a usage error (exit 2) for words
+    that cannot name one, else `call: message` and exit 1."""
+    try:
+        return parse(conn_words)
+    except ConnWordsError as exc:
+        if exc.usage:
+            raise click.UsageError(exc.message) from None
+        env.err(f"{call}: {exc.message}")
+        raise click.exceptions.Exit(1) from None
 
 
 def _state_path(ctx: click.Context) -> str | None:

@@ -132,7 +132,7 @@ def cli(
     KTLS). Exactly one of --data, --hex, --file, --stdin. Exit status: 0
     success, 1 the send failed (the syscall's errno is printed), 2 usage error.
     """
-    from ktls_cli.commands.setsockopt import resolve
+    from ktls_cli.connections import resolve
     from ktls_cli.render import DocumentStream
     from ktls_core.errors import Errno, KtlsError
 
@@ -244,7 +244,6 @@ def _source(
     repeat: int = 1,
 ) -> Source:
     from ktls_cli.adapters import BytesSource, FdSource, StreamSource
-    from ktls_cli.tlsopts import parse_hex
 
     if data is not None:
         raw = data.encode("utf-8", errors="surrogateescape")
@@ -252,6 +251,8 @@ def _source(
             raise click.BadParameter("more than 1 MiB: use --file", param_hint="'--data'")
         return BytesSource(raw, repeat)
     if hexdata is not None:
+        from ktls_cli.tlsopts import parse_hex
+
         # The text first (separators allowed: "aa:bb" is 3 characters a byte), then the bytes.
         raw = b"" if len(hexdata) > 3 * MAX_INLINE else parse_hex(hexdata, "--hex")
         if len(hexdata) > 3 * MAX_INLINE or len(raw) > MAX_INLINE:

@@ -22,8 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -38,8 +37,7 @@ EXIT_FAILURE = 1
 TOOL = "send"
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectOptions:
+class ConnectOptions(NamedTuple):
     target: str  # HOST:PORT
     tls_version: str | None
     ciphers: str | None

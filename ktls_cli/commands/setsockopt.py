@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ktls_cli.connections import complete
+from ktls_cli.connections import resolve as resolve  # its home moved; getsockopt, decode use it
 from ktls_cli.env import Env
 from ktls_cli.render import emit
 from ktls_cli.tlsopts import TlsOptions, collect, tls_options
@@ -49,18 +50,6 @@ def split_words(words: tuple[str, ...]) -> tuple[list[str], str, list[str]]:
             name = word.upper() if word.upper() in OPTIONS else OPTION_NAMES.get(int(word), word)
             return list(words[:i]), name, list(words[i + 1 :])
     raise click.UsageError("expected CONN (2 or 4 words) followed by an option name")
-
-
-def resolve(env: Env, call: str, conn_words: list[str]) -> Endpoints:
-    from ktls_cli.connections import ConnWordsError, parse
-
-    try:
-        return parse(conn_words)
-    except ConnWordsError as exc:
-        if exc.usage:
-            raise click.UsageError(exc.message) from None
-        env.err(f"{call}: {exc.message}")
-        raise click.exceptions.Exit(EXIT_FAILURE) from None
 
 
 def set_enable(env: Env, ep: Endpoints, value: list[str], opts: TlsOptions) -> dict[str, Any]:
