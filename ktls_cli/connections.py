@@ -25,6 +25,28 @@ if TYPE_CHECKING:
 COMPLETION_LIMIT = 200
 
 
+def conn_entry(
+    name: str, result: str, errno: int = 0, command: str | None = None
+) -> dict[str, object]:
+    """One connection of a tcpdrop/switch_tls JSON document (`name` as printed)."""
+    lhost, lport, fhost, fport = name.split(" ")
+    entry: dict[str, object] = {
+        "local_address": lhost,
+        "local_port": int(lport),
+        "foreign_address": fhost,
+        "foreign_port": int(fport),
+        "result": result,
+    }
+    if errno:
+        from ktls_core.errors import strerror
+
+        entry["errno"] = errno
+        entry["error"] = strerror(errno)
+    if command is not None:
+        entry["command"] = command
+    return entry
+
+
 class ConnWordsError(Exception):
     """The words do not name a connection; `message` is the one line to print."""
 

@@ -59,3 +59,11 @@ def getopt(
             j += 1
         i += 1
     return opts, argv[i:]
+
+
+class UsageProblem(Exception):
+    """Print the usage text; `message` (getopt's complaint, if any) goes first."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or "usage")
+        self.message = message

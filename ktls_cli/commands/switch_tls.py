@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ktls_cli.connections import conn_entry
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, UsageProblem, getopt
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -39,12 +40,6 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 pass_env = click.make_pass_decorator(Env)
 
 
-class UsageProblem(Exception):
-    """getopt's complaint (if any) goes before the usage text."""
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or "usage")
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,23 +120,6 @@ def complete_words(
         return []
 
 
-def _entry(name: str, result: str, errno: int = 0, command: str | None = None) -> dict[str, Any]:
-    lhost, lport, fhost, fport = name.split(" ")
-    entry: dict[str, Any] = {
-        "local_address": lhost,
-        "local_port": int(lport),
-        "foreign_address": fhost,
-        "foreign_port": int(fport),
-        "result": result,
-    }
-    if errno:
-        from ktls_core.errors import strerror
-
-        entry["errno"] = errno
-        entry["error"] = strerror(errno)
-    if command is not None:
-        entry["command"] = command
-    return entry
 
 
 @click.command(
@@ -189,7 +167,8 @@ def _run(env: Env, request: Request) -> int:
                 names = txmode.connection_names(tx, stack=stack)
             prefix = f"{PROG} {request.flag} "
             if env.machine:
-                return _document(env, request, [_entry(n, "listed", 0, prefix + n) for n in names])
+                listed = [conn_entry(n, "listed", 0, prefix + n) for n in names]
+                return _document(env, request, listed)
             _write_lines(env, [prefix + n for n in names])
             return EXIT_OK
         with kernel.transaction() as tx:
@@ -231,7 +210,7 @@ def _report(env: Env, request: Request, results: list[tuple[str, int]]) -> int:
     failed = any(errno for _, errno in results)
     if env.machine:
         entries = [
-            _entry(name, "failed" if errno else "switched", errno) for name, errno in results
+            conn_entry(name, "failed" if errno else "switched", errno) for name, errno in results
         ]
         _document(env, request, entries)
         _warn_failures(env, results)

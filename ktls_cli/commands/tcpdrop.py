@@ -17,8 +17,9 @@ from typing import Any
 
 import click
 
+from ktls_cli.connections import conn_entry
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, UsageProblem, getopt
 
 PROG = "tcpdrop"
 USAGE = (
@@ -37,10 +38,6 @@ STACKS = ("freebsd",)
 pass_env = click.make_pass_decorator(Env)
 
 
-class Usage(Exception):
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or "usage")
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +60,7 @@ def parse_args(argv: list[str]) -> Request:
     try:
         opts, words = getopt(PROG, argv, "alS:s:")
     except GetoptError as exc:
-        raise Usage(exc.message) from None
+        raise UsageProblem(exc.message) from None
     drop_all = list_only = False
     stack: str | None = None
     state: str | None = None
@@ -77,31 +74,19 @@ def parse_args(argv: list[str]) -> Request:
         elif ch == "s":
             # tcpstates[]; CLOSED and LISTEN cannot be dropped by state.
             if arg not in TCP_STATES or arg in ("CLOSED", "LISTEN"):
-                raise Usage()
+                raise UsageProblem()
             state = arg
     if drop_all and (stack is not None or state is not None):
-        raise Usage()
+        raise UsageProblem()
     if drop_all or stack is not None or state is not None:
         if words:
-            raise Usage()
+            raise UsageProblem()
         return Request(drop_all, stack, state, list_only)
     if len(words) not in (2, 4) or list_only:
-        raise Usage()
+        raise UsageProblem()
     return Request(words=tuple(words))
 
 
-def _entry(name: str, result: str, error: str | None = None) -> dict[str, Any]:
-    lhost, lport, fhost, fport = name.split(" ")
-    entry: dict[str, Any] = {
-        "local_address": lhost,
-        "local_port": int(lport),
-        "foreign_address": fhost,
-        "foreign_port": int(fport),
-        "result": result,
-    }
-    if error is not None:
-        entry["error"] = error
-    return entry
 
 
 @click.command(
@@ -126,7 +111,7 @@ def cli(env: Env, argv: tuple[str, ...]) -> None:
     """
     try:
         request = parse_args(list(argv))
-    except Usage as problem:
+    except UsageProblem as problem:
         if problem.message:
             env.err(problem.message)
         env.stderr.write(USAGE)
@@ -154,11 +139,11 @@ def _run(env: Env, request: Request) -> int:
             for conn in victims:
                 if request.list_only:
                     lines.append(f"{PROG} {conn.name}")
-                    entries.append(_entry(conn.name, "listed"))
+                    entries.append(conn_entry(conn.name, "listed"))
                 else:
                     tcp.drop(tx, conn)
                     lines.append(f"{conn.name}: dropped")
-                    entries.append(_entry(conn.name, "dropped"))
+                    entries.append(conn_entry(conn.name, "dropped"))
     else:
         code = _drop_one(env, request.words, lines, errors, entries)
     if env.machine:
@@ -199,8 +184,8 @@ def _drop_one(
     if conn is None:
         # sysctl net.inet.tcp.drop finds no pcb: ESRCH, warn()ed with the numeric names.
         errors.append(f"{PROG}: {ep}: {strerror(Errno.ESRCH)}")
-        entries.append(_entry(str(ep), "error", strerror(Errno.ESRCH)))
+        entries.append(conn_entry(str(ep), "error", Errno.ESRCH))
         return EXIT_FAILURE
     lines.append(f"{conn.name}: dropped")
-    entries.append(_entry(conn.name, "dropped"))
+    entries.append(conn_entry(conn.name, "dropped"))
     return EXIT_OK

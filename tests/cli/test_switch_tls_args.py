@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from ktls_cli.commands.switch_tls import USAGE, Request, UsageProblem, parse_args
-from ktls_cli.getopt import getopt
+from ktls_cli.commands.switch_tls import USAGE, Request, parse_args
+from ktls_cli.getopt import UsageProblem, getopt
 
 
 @pytest.mark.parametrize(
