@@ -25,7 +25,7 @@ Modelling decisions (documented here because FreeBSD has no exact analogue):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from ktls_core.errors import Errno, KtlsError
@@ -56,8 +56,7 @@ SEED: frozenset[str] = frozenset({"seed"})
 CURRENT: frozenset[str] = frozenset({"current"})
 
 
-@dataclass(frozen=True, slots=True)
-class TlsEnable:
+class TlsEnable(NamedTuple):
     """struct tls_enable; lengths are those of the byte strings.
 
     rec_seq None is the v0 struct of 2019 (no rec_seq field at all).
@@ -65,14 +64,22 @@ class TlsEnable:
     """
 
     cipher_algorithm: int
-    cipher_key: bytes = field(repr=False)
-    iv: bytes = field(repr=False)
+    cipher_key: bytes
+    iv: bytes
     auth_algorithm: int = 0
-    auth_key: bytes = field(default=b"", repr=False)
+    auth_key: bytes = b""
     flags: int = 0
     tls_vmajor: int = TLS_MAJOR_VER_ONE
     tls_vminor: int = TLS_MINOR_VER_TWO
     rec_seq: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"TlsEnable(cipher_algorithm={self.cipher_algorithm},"
+            f" auth_algorithm={self.auth_algorithm}, flags={self.flags},"
+            f" tls_vmajor={self.tls_vmajor}, tls_vminor={self.tls_vminor},"
+            f" rec_seq={self.rec_seq})"
+        )
 
     @property
     def cipher_key_len(self) -> int:
