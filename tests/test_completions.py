@@ -32,11 +32,14 @@ def _installed_ktls() -> str:
     return found
 
 
-def _bash_complete(words: list[str], env: dict[str, str]) -> list[str]:
+@pytest.fixture
+def bash(require_tool: Any) -> str:
+    """bash itself: skips locally without it, fails under KTLS_REQUIRE_TOOLS=1 (CI)."""
+    return str(require_tool("bash"))
+
+
+def _bash_complete(bash: str, words: list[str], env: dict[str, str]) -> list[str]:
     """Source completions/ktls.bash in bash and call its function as TAB would."""
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("bash is not installed")
     script = (
         f"source {REPO / 'completions' / 'ktls.bash'}\n"
         'COMP_WORDS=("$@")\n'
@@ -58,18 +61,19 @@ def _bash_complete(words: list[str], env: dict[str, str]) -> list[str]:
     return [line for line in result.stdout.splitlines() if line]
 
 
-def test_bash_completes_a_sysctl_name_without_a_state(tmp_path: Path) -> None:
+def test_bash_completes_a_sysctl_name_without_a_state(tmp_path: Path, bash: str) -> None:
     missing = tmp_path / "none" / "kernel.db"
-    replies = _bash_complete(["ktls", "sysctl", "kern.ipc.tls.en"], {"KTLS_STATE": str(missing)})
+    env = {"KTLS_STATE": str(missing)}
+    replies = _bash_complete(bash, ["ktls", "sysctl", "kern.ipc.tls.en"], env)
     assert replies == ["kern.ipc.tls.enable"]
     assert not missing.parent.exists()  # completion never boots a kernel
 
 
 def test_bash_completes_from_the_state_profile(
-    tmp_path: Path, state: str, init_state: Any
+    tmp_path: Path, state: str, init_state: Any, bash: str
 ) -> None:
     init_state(state, "current")
-    replies = _bash_complete(["ktls", "sysctl", "kern.ipc.tls.sw"], {"KTLS_STATE": state})
+    replies = _bash_complete(bash, ["ktls", "sysctl", "kern.ipc.tls.sw"], {"KTLS_STATE": state})
     # sw_buffer_cache exists only in the current profile's table.
     assert replies == [
         "kern.ipc.tls.sw_buffer_cache",
@@ -79,6 +83,7 @@ def test_bash_completes_from_the_state_profile(
         "kern.ipc.tls.sw.chacha20",
     ]
     replies = _bash_complete(
+        bash,
         ["ktls", "--state", state, "sysctl", "-d", "kern.ipc.tls.stats.ocf.tls13_g"], {}
     )
     assert replies == [
@@ -87,6 +92,6 @@ def test_bash_completes_from_the_state_profile(
     ]
 
 
-def test_bash_completes_commands(tmp_path: Path) -> None:
-    replies = _bash_complete(["ktls", "sta"], {"KTLS_STATE": str(tmp_path / "k.db")})
+def test_bash_completes_commands(tmp_path: Path, bash: str) -> None:
+    replies = _bash_complete(bash, ["ktls", "sta"], {"KTLS_STATE": str(tmp_path / "k.db")})
     assert replies == ["state"]
