@@ -43,8 +43,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ktls_core.errors import Errno, KtlsError
 
@@ -360,14 +359,36 @@ def normalize_mac(text: str) -> str:
 # --- data -------------------------------------------------------------------------
 
 
-@dataclass
-class IfAddr:
+class Record:
+    """What @dataclass gave these records (field-wise __eq__, a repr, no hash),
+    written out: generating it cost ~2 ms of every command that imports ifnet."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
+        return f"{type(self).__qualname__}({body})"
+
+
+class IfAddr(Record):
     """One inet or inet6 address; link-local inet6 prints as `fe80::1%IF`."""
 
-    family: str  # "inet" | "inet6"
-    addr: str  # numeric, compressed, no zone
-    prefixlen: int
-    broadcast: str | None = None  # inet on an IFF_BROADCAST interface
+    _fields = ("family", "addr", "prefixlen", "broadcast")
+
+    def __init__(
+        self, family: str, addr: str, prefixlen: int, broadcast: str | None = None
+    ) -> None:
+        self.family = family  # "inet" | "inet6"
+        self.addr = addr  # numeric, compressed, no zone
+        self.prefixlen = prefixlen
+        self.broadcast = broadcast  # inet on an IFF_BROADCAST interface
 
     @property
     def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -394,12 +415,20 @@ class IfAddr:
         return cls(str(d["family"]), str(d["addr"]), int(d["prefixlen"]), d.get("broadcast"))
 
 
-@dataclass
-class VlanConf:
-    tag: int | None = None  # None while unconfigured
-    proto: int = ETHERTYPE_VLAN
-    pcp: int = 0
-    parent: str | None = None
+class VlanConf(Record):
+    _fields = ("tag", "proto", "pcp", "parent")
+
+    def __init__(
+        self,
+        tag: int | None = None,
+        proto: int = ETHERTYPE_VLAN,
+        pcp: int = 0,
+        parent: str | None = None,
+    ) -> None:
+        self.tag = tag  # None while unconfigured
+        self.proto = proto
+        self.pcp = pcp
+        self.parent = parent
 
     def to_dict(self) -> dict[str, Any]:
         return {"tag": self.tag, "proto": self.proto, "pcp": self.pcp, "parent": self.parent}
@@ -409,12 +438,20 @@ class VlanConf:
         return cls(d.get("tag"), int(d["proto"]), int(d["pcp"]), d.get("parent"))
 
 
-@dataclass
-class LaggConf:
-    proto: str = "failover"
-    ports: list[str] = field(default_factory=list)  # ifindex order
-    primary: str | None = None  # sc_primary: the first port added
-    hash: list[str] = field(default_factory=lambda: list(LAGG_HASHES))
+class LaggConf(Record):
+    _fields = ("proto", "ports", "primary", "hash")
+
+    def __init__(
+        self,
+        proto: str = "failover",
+        ports: list[str] | None = None,
+        primary: str | None = None,
+        hash: list[str] | None = None,
+    ) -> None:
+        self.proto = proto
+        self.ports: list[str] = [] if ports is None else ports  # ifindex order
+        self.primary = primary  # sc_primary: the first port added
+        self.hash: list[str] = list(LAGG_HASHES) if hash is None else hash
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -429,8 +466,7 @@ class LaggConf:
         return cls(str(d["proto"]), list(d["ports"]), d.get("primary"), list(d["hash"]))
 
 
-@dataclass
-class Interface:
+class Interface(Record):
     """struct ifnet, as much of it as ifconfig shows and the transmit path needs.
 
     For ether and loopback interfaces `capabilities`/`capenable` are the
@@ -440,29 +476,81 @@ class Interface:
     effective values.
     """
 
-    name: str
-    index: int
-    kind: str
-    driver: str
-    description: str = ""
-    up: bool = False
-    flags: int = ETHER_IFF  # IFF bits other than UP and RUNNING
-    mtu: int = 1500
-    mtu_max: int = 9000
-    hwaddr: str | None = None  # factory MAC of a physical port
-    mac: str | None = None  # own lladdr (a lagg's current MAC)
-    capabilities: int = 0
-    capenable: int = 0
-    addrs: list[IfAddr] = field(default_factory=list)
-    media: str = ""  # current media subtype word; "" = no media (lo)
-    media_active: str = ""  # the active subtype and options when link is up
-    media_supported: list[str] = field(default_factory=list)
-    carrier: bool = True
-    nd6: int = ND6_DEFAULT
-    groups: list[str] = field(default_factory=list)
-    cloned: bool = False
-    vlan: VlanConf | None = None
-    lagg: LaggConf | None = None
+    _fields = (
+        "name",
+        "index",
+        "kind",
+        "driver",
+        "description",
+        "up",
+        "flags",
+        "mtu",
+        "mtu_max",
+        "hwaddr",
+        "mac",
+        "capabilities",
+        "capenable",
+        "addrs",
+        "media",
+        "media_active",
+        "media_supported",
+        "carrier",
+        "nd6",
+        "groups",
+        "cloned",
+        "vlan",
+        "lagg",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        kind: str,
+        driver: str,
+        description: str = "",
+        up: bool = False,
+        flags: int = ETHER_IFF,
+        mtu: int = 1500,
+        mtu_max: int = 9000,
+        hwaddr: str | None = None,
+        mac: str | None = None,
+        capabilities: int = 0,
+        capenable: int = 0,
+        addrs: list[IfAddr] | None = None,
+        media: str = "",
+        media_active: str = "",
+        media_supported: list[str] | None = None,
+        carrier: bool = True,
+        nd6: int = ND6_DEFAULT,
+        groups: list[str] | None = None,
+        cloned: bool = False,
+        vlan: VlanConf | None = None,
+        lagg: LaggConf | None = None,
+    ) -> None:
+        self.name = name
+        self.index = index
+        self.kind = kind
+        self.driver = driver
+        self.description = description
+        self.up = up
+        self.flags = flags  # IFF bits other than UP and RUNNING
+        self.mtu = mtu
+        self.mtu_max = mtu_max
+        self.hwaddr = hwaddr  # factory MAC of a physical port
+        self.mac = mac  # own lladdr (a lagg's current MAC)
+        self.capabilities = capabilities
+        self.capenable = capenable
+        self.addrs: list[IfAddr] = [] if addrs is None else addrs
+        self.media = media  # current media subtype word; "" = no media (lo)
+        self.media_active = media_active  # the active subtype and options when link is up
+        self.media_supported: list[str] = [] if media_supported is None else media_supported
+        self.carrier = carrier
+        self.nd6 = nd6
+        self.groups: list[str] = [] if groups is None else groups
+        self.cloned = cloned
+        self.vlan = vlan
+        self.lagg = lagg
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -42,7 +42,6 @@ port behind any vlan and lagg. It raises KtlsError:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ktls_core.errors import Errno, KtlsError
@@ -54,6 +53,7 @@ from ktls_core.net.ifnet import (
     LOOPBACK,
     VLAN,
     Network,
+    Record,
     ntop,
 )
 
@@ -132,8 +132,7 @@ NETSTAT_FLAGS: tuple[tuple[int, str], ...] = (
 RT_DEFAULT_WEIGHT = 1
 
 
-@dataclass
-class Route:
+class Route(Record):
     """One rtentry + nexthop.
 
     `dst` is the network in CIDR form (a host route is /32 or /128 with
@@ -144,13 +143,25 @@ class Route:
     (prefix) or "local" (an address of this host).
     """
 
-    dst: str
-    ifname: str
-    flags: int
-    gateway: str | None = None
-    link: str | None = None
-    zone: str | None = None
-    origin: str = "static"
+    _fields = ("dst", "ifname", "flags", "gateway", "link", "zone", "origin")
+
+    def __init__(
+        self,
+        dst: str,
+        ifname: str,
+        flags: int,
+        gateway: str | None = None,
+        link: str | None = None,
+        zone: str | None = None,
+        origin: str = "static",
+    ) -> None:
+        self.dst = dst
+        self.ifname = ifname
+        self.flags = flags
+        self.gateway = gateway
+        self.link = link
+        self.zone = zone
+        self.origin = origin
 
     @property
     def network(self) -> IPNetwork:
