@@ -98,8 +98,9 @@ _AAD_NONCE = struct.Struct(">Q9sQ")
 _HDR_EXPLICIT = struct.Struct(">5sQ")  # GCM 1.2 header + explicit nonce
 _AN_LEN = _AAD_NONCE.size  # 25
 
-# Bytes of plaintext a stream seals per yielded chunk.
-STREAM_CHUNK_BYTES = 1 << 20
+# Bytes of plaintext a stream seals per yielded chunk: one send batch
+# (output.BATCH_BYTES), so a batch of full records is one group and one buffer.
+STREAM_CHUNK_BYTES = 4 << 20
 # Output buffers a protector keeps for reuse.
 _POOL_SIZE = 4
 
@@ -529,7 +530,9 @@ class Gcm12Protector(_Aead12Base):
     ) -> memoryview | None:
         if ex is None:
             return None
-        group: _Gcm12Group = _take(self._groups, lambda g: g.n == n, lambda: _Gcm12Group(self, n))
+        group: _Gcm12Group = _take(
+            self._groups, lambda g: g.n == n and g.k >= k, lambda: _Gcm12Group(self, n, k)
+        )
         if n != self._n or rtype != self._rtype:
             self._prepare(rtype, n)
         return group.seal(self._mid, self._h5, data, k, seq, ex)
@@ -561,9 +564,11 @@ class _Gcm12Group:
     over views made once keeps sealing near a bare encrypt_into loop.
     """
 
-    def __init__(self, prot: Gcm12Protector, n: int) -> None:
+    def __init__(self, prot: Gcm12Protector, n: int, k: int) -> None:
+        # k records at most: sized to the send, so a two-record send does not zero
+        # (and touch) a whole chunk's buffer.
         self.n = n
-        self.k = k = _records_per_chunk(n)
+        self.k = k
         self.stride = stride = n + GCM12_EXPLICIT_LEN + TLS_HEADER_LEN + AEAD_TAG_LEN
         self.scratch = scratch = _AN_LEN * k
         self.out = _OutBuffer(scratch + stride * k)
@@ -683,7 +688,9 @@ class Tls13Protector(RecordProtector):
     ) -> memoryview | None:
         if not 0 < rtype <= 255:
             return None  # seal_into says why
-        group: _Tls13Group = _take(self._groups, lambda g: g.n == n, lambda: _Tls13Group(self, n))
+        group: _Tls13Group = _take(
+            self._groups, lambda g: g.n == n and g.k >= k, lambda: _Tls13Group(self, n, k)
+        )
         return group.seal(rtype, data, k, seq)
 
     def _prepare(self, n: int) -> tuple[bytes, memoryview, int]:
@@ -767,9 +774,9 @@ class _Tls13Group:
     they are written once, when the buffer is made.
     """
 
-    def __init__(self, prot: Tls13Protector, n: int) -> None:
+    def __init__(self, prot: Tls13Protector, n: int, k: int) -> None:
         self.n = n
-        self.k = k = _records_per_chunk(n)
+        self.k = k
         self.stride = stride = TLS_HEADER_LEN + n + 1 + AEAD_TAG_LEN
         self.h5 = h5 = _HDR.pack(RecordType.APPLICATION_DATA, 3, 3, n + 1 + AEAD_TAG_LEN)
         self.out = _OutBuffer(stride * k)

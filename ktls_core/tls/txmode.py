@@ -435,11 +435,15 @@ def max_rexmit_pct(tx: Tx) -> int | None:
     return tx.sysctl(IFNET_MAX_REXMIT_PCT)
 
 
-def account_retransmit(tx: Tx, conn: Conn, nbytes: int) -> IfnetDisabled | None:
+def account_retransmit(
+    tx: Tx, conn: Conn, nbytes: int, unsent: int = 0
+) -> IfnetDisabled | None:
     """tcp_account_for_send() for `nbytes` TCP resent on an ifnet session.
 
-    t_sndbytes is conns.tx_bytes (the TCP bytes sent or reserved for sending),
-    t_snd_rxt_bytes conns.rxt_bytes. Above kern.ipc.tls.ifnet_max_rexmit_pct
+    t_sndbytes is conns.tx_bytes (the TCP bytes reserved for sending) less the
+    `unsent` bytes of the caller's reservation tcp_output() has not sent yet, so
+    the percentage does not depend on how much a send reserves at once;
+    t_snd_rxt_bytes is conns.rxt_bytes. Above kern.ipc.tls.ifnet_max_rexmit_pct
     the ktls_disable_ifnet() task moves the session to software once per
     connection (t_nic_ktls_xmit_dis, never cleared): ifnet_disable_ok or
     ifnet_disable_failed.
@@ -452,7 +456,7 @@ def account_retransmit(tx: Tx, conn: Conn, nbytes: int) -> IfnetDisabled | None:
     if row is None:
         return None
     acct = ifnet_tls.account_for_send(
-        int(row[0]),
+        max(0, int(row[0]) - unsent),
         int(row[1]),
         nbytes,
         is_rxt=True,
@@ -507,8 +511,9 @@ class IfnetOutput:
         self.egress = tls_egress(load_net(tx), self.conn.family, self.conn.faddr, self.conn.flowid)
         self.refreshed = time.monotonic()
 
-    def output(self, s: Session, seq: int, wire_len: int) -> Session:
-        """Send the record `seq` of `wire_len` bytes through session `s`.
+    def output(self, s: Session, seq: int, wire_len: int, unsent: int = 0) -> Session:
+        """Send the record `seq` of `wire_len` bytes through session `s`; `unsent`
+        bytes of the send's reservation, after this record, are not sent yet.
 
         Returns the session the rest of the send uses (a new tag, or software
         after ktls_disable_ifnet()); raises KtlsError ECONNABORTED when the reset
@@ -542,7 +547,7 @@ class IfnetOutput:
             if out.tag is not None:
                 # TCP resends the record through the new tag (tcp_account_for_send()).
                 events.append(ifnet_tls.Retransmitted(name, seq, wire_len, out.tag))
-                disabled = account_retransmit(tx, conn, wire_len)
+                disabled = account_retransmit(tx, conn, wire_len, unsent)
                 if disabled is not None:
                     events.append(disabled)
                 new = sessions.get(tx, conn.id)

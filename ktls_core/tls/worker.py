@@ -117,11 +117,17 @@ Job = Callable[[Batch], None]
 
 
 class _Worker:
-    """One ktls_work thread: a FIFO of (batch, job, buffer) entries."""
+    """One ktls_work thread: a FIFO of (batch, job, buffer) entries.
 
-    def __init__(self, pool: WorkerPool, index: int) -> None:
+    `counted`: its batches count in the inqueue statistic (the KTLS workers do;
+    the NIC's crypto engine, which also runs beside the host CPU, does not).
+    """
+
+    def __init__(self, pool: WorkerPool, index: int, name: str = "", counted: bool = True) -> None:
         self.pool = pool
         self.index = index
+        self.name = name or f"ktls{index}"
+        self.counted = counted
         self._cond = threading.Condition()
         self._queue: deque[tuple[Batch, Job, SendBuffer] | None] = deque()
         self._thread: threading.Thread | None = None
@@ -130,7 +136,7 @@ class _Worker:
         with self._cond:
             if self._thread is None and item is not None:
                 self._thread = threading.Thread(
-                    target=self._run, name=f"ktls{self.index}", daemon=True
+                    target=self._run, name=self.name, daemon=True
                 )
                 self._thread.start()
             self._queue.append(item)
@@ -150,7 +156,8 @@ class _Worker:
                 job(batch)
             except BaseException as exc:  # handed to the sender, which aborts the connection
                 error = exc
-            self.pool._done()
+            if self.counted:
+                self.pool._done()
             sb.pru_ready(batch, error)
 
     def stop(self) -> None:
@@ -166,6 +173,9 @@ class WorkerPool:
     def __init__(self, threads: int) -> None:
         self.threads = max(1, threads)
         self._workers = [_Worker(self, i) for i in range(self.threads)]
+        # ifnet TLS: the NIC seals records while the host goes on (its own engine,
+        # not a KTLS worker: no inqueue, no thread in kern.ipc.tls.stats.threads).
+        self._nic = _Worker(self, -1, name="nic", counted=False)
         self._lock = threading.Lock()
         self.inqueue = 0  # this process's share of sw_tx_inqueue / so_inqueue
         self.queued_batches = 0
@@ -184,6 +194,11 @@ class WorkerPool:
         self._workers[worker].put((batch, job, sb))
         return value
 
+    def nic_enqueue(self, batch: Batch, job: Job, sb: SendBuffer) -> None:
+        """Hand an ifnet batch to the NIC's crypto engine; `sb` learns when it is sealed."""
+        batch.worker = -1
+        self._nic.put((batch, job, sb))
+
     def _done(self) -> None:
         with self._lock:
             self.inqueue -= 1
@@ -193,7 +208,7 @@ class WorkerPool:
         return sum(1 for w in self._workers if w._thread is not None)
 
     def shutdown(self) -> None:
-        for w in self._workers:
+        for w in (*self._workers, self._nic):
             w.stop()
 
     def __enter__(self) -> WorkerPool:

@@ -340,7 +340,7 @@ def test_current_profile_moves_a_lossy_session_to_software(
 def test_a_stream_follows_the_disable_to_software_at_the_next_batch(
     state: str, init_state: Callable[..., Any], ktls: Ktls, tmp_path: Path
 ) -> None:
-    # A stream of unknown size (stdin) is reserved batch by batch (1 MiB each): with
+    # A stream of unknown size (stdin) is reserved batch by batch (BATCH_BYTES): with
     # ifnet_max_rexmit_pct at 0, the record resent after the failover disables ifnet
     # during the first batch, and the batches after it are framed for software.
     init_state(state, "current", "--seed", "6")
@@ -349,12 +349,52 @@ def test_a_stream_follows_the_disable_to_software_at_the_next_batch(
     ok(ktls, "ifconfig", "lagg0", "txtls")
     ok(ktls, "connect", *CONN, *TLS)
     ok(ktls, "ifconfig", "cc0", "down")
-    data = os.urandom(3 * 1024 * 1024 + 100)
+    from ktls_core.tls.output import BATCH_BYTES
+
+    data = os.urandom(3 * BATCH_BYTES + 100)
     r = ktls("--format", "json", "send", *CONN, "--stdin", "--out", tmp_path / "s", input=data)
     assert r.exit == 0, r
     modes = [rec["mode"] for rec in json.loads(r.stdout)["send"]["records"]]
-    per_batch = (1024 * 1024) // 16384
+    per_batch = BATCH_BYTES // 16384
     assert set(modes[:per_batch]) == {"ifnet"} and set(modes[per_batch:]) == {"sw"}
     assert plaintext((tmp_path / "s").read_bytes()) == data
     c = sysctls(ktls, "kern.ipc.tls.stats.ifnet_disable_ok", "kern.ipc.tls.sw.gcm")
     assert c == {"kern.ipc.tls.stats.ifnet_disable_ok": 1, "kern.ipc.tls.sw.gcm": 1}
+
+
+def test_the_retransmitted_share_counts_bytes_sent_not_bytes_reserved(
+    state: str, init_state: Callable[..., Any], ktls: Ktls, tmp_path: Path
+) -> None:
+    # A file is reserved whole before its first record leaves. t_sndbytes counts
+    # what TCP sent: 100 KB and the record that met the stale tag, not the 12 MiB
+    # reserved behind it, so one resent record is far above 2 % and ifnet is
+    # disabled for the rest of the same send.
+    from ktls_core.tls.output import BATCH_BYTES
+
+    init_state(state, "current", "--seed", "6")
+    ok(ktls, "sysctl", "kern.ipc.tls.enable=1", "kern.ipc.tls.ifnet.permitted=1")
+    ok(ktls, "ifconfig", "lagg0", "txtls")
+    ok(ktls, "connect", *CONN, *TLS)
+    (tmp_path / "small").write_bytes(os.urandom(100_000))
+    r = ok(ktls, "--format", "json", "send", *CONN, "--file", tmp_path / "small",
+           "--out", tmp_path / "s1")  # fmt: skip
+    first = json.loads(r.stdout)["send"]
+    ok(ktls, "ifconfig", "cc0", "down")
+    data = os.urandom(3 * BATCH_BYTES)
+    (tmp_path / "big").write_bytes(data)
+    r = ok(ktls, "--format", "json", "send", *CONN, "--file", tmp_path / "big",
+           "--out", tmp_path / "s2", "--trace")  # fmt: skip
+    record_wire = 16384 + 29
+    sent = first["wire_bytes"] + record_wire
+    pct = (1000 * record_wire) // (10 * (sent + record_wire))
+    assert pct > 2
+    assert f"ifnet TLS disabled ({pct}% retransmitted), now software" in r.stderr.splitlines()
+    # Batches framed before the disable (the one in flight, and the next one read
+    # behind it) stay with the NIC; the ones framed after it are software's.
+    modes = [rec["mode"] for rec in json.loads(r.stdout)["send"]["records"]]
+    per_batch = BATCH_BYTES // 16384
+    nic = modes.count("ifnet")
+    assert nic in (per_batch, 2 * per_batch)
+    assert modes == ["ifnet"] * nic + ["sw"] * (3 * per_batch - nic)
+    stream = (tmp_path / "s1").read_bytes() + (tmp_path / "s2").read_bytes()
+    assert plaintext(stream) == (tmp_path / "small").read_bytes() + data

@@ -29,7 +29,7 @@ from ktls_core.kernel import DMESG_LINES, Kernel
 CONN = ["192.0.2.10:443", "198.51.100.7:51514"]
 KEY = ["--key", "00" * 16, "--iv", "a0a1a2a3"]
 BIG = 256 << 20
-SMALL = 1 << 20
+SMALL = 16 << 20  # several batches (4 MiB): the buffers are all there already
 SLACK_KB = 8 << 10  # 8 MiB: allocator noise, not the data (256 MiB); measured < 1 MiB
 
 PROBE = r"""

@@ -210,7 +210,7 @@ def test_switch_all_to_ifnet_under_lacp_spreads_the_tags(
 
 
 def test_failover_in_the_middle_of_a_long_send(ifnet_conn: str) -> None:
-    """cc0 goes down while a 3 MiB send is under way (another process's ifconfig):
+    """cc0 goes down while a three-batch send is under way (another process's ifconfig):
     the send looks at the egress between batches, meets the stale tag, resets it onto
     cc1 and goes on; the stream decodes whole and ifnet.reset counts one."""
     import os
@@ -220,7 +220,7 @@ def test_failover_in_the_middle_of_a_long_send(ifnet_conn: str) -> None:
     from tests.ktls_sw import MemSource, MemWire
     from tests.oracle import decrypt_stream
 
-    data = os.urandom(3 * 1024 * 1024)
+    data = os.urandom(3 * output.BATCH_BYTES)
 
     class FailingOver(MemSource):
         calls = 0
