@@ -14,9 +14,10 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import click
+from ktls_cli.outcome import ExitStatus, UsageFailure
 
 if TYPE_CHECKING:
+    import click
     from click.shell_completion import CompletionItem
 
     from ktls_cli.env import Env
@@ -72,14 +73,15 @@ def parse(words: Sequence[str]) -> Endpoints:
 
 def resolve(env: Env, call: str, conn_words: list[str]) -> Endpoints:
     """The connection the words name, for a command: a usage error (exit 2) for words
-    that cannot name one, else `call: message` and exit 1."""
+    that cannot name one, else `call: message` and exit 1 (outcome exceptions: the
+    command's callback runs under click_outcomes)."""
     try:
         return parse(conn_words)
     except ConnWordsError as exc:
         if exc.usage:
-            raise click.UsageError(exc.message) from None
+            raise UsageFailure(exc.message) from None
         env.err(f"{call}: {exc.message}")
-        raise click.exceptions.Exit(1) from None
+        raise ExitStatus(1) from None
 
 
 def _state_path(ctx: click.Context) -> str | None:

@@ -1,18 +1,18 @@
-"""`ktls`: the lazy top-level command group.
+"""`ktls`: the entry point, the command table and the fast path.
 
+The click group lives in ktls_cli.group and is imported only when a command
+needs it. Commands whose arguments are plain enough run without click at all
+(`FAST`): importing click is ~10 ms, a sixth of a one-record `ktls send`.
 Subcommand modules are imported only when a command is resolved, so
-`ktls sysctl -n kern.ipc.tls.enable` loads click, the sysctl command and the
-core modules it needs: never rich, cryptography or yaml.
+`ktls sysctl -n kern.ipc.tls.enable` loads the sysctl command and the core
+modules it needs: never rich, cryptography or yaml.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import Any
-
-import click
 
 from ktls_cli.env import Env
 
@@ -41,70 +41,39 @@ COMMANDS: dict[str, tuple[str, str]] = {
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        entry = COMMANDS.get(cmd_name)
-        if entry is None:
-            return None
-        module_name, attr = entry[0].split(":")
-        command: click.Command = getattr(importlib.import_module(module_name), attr)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Short help straight from COMMANDS: `ktls --help` imports no subcommand.
-        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+# Commands with a click-free runner: "module:function" taking (env, words) and
+# returning the exit status, or None when the words need click (--help, an error
+# click words, anything unusual): click then runs the command from the start.
+FAST: dict[str, str] = {
+    "send": "ktls_cli.commands.send_run:run_fast",
+}
+LIBXO_WORDS = {"json", "text", "pretty", "warn", "flush", "flush-line"}
+FORMATS = ("text", "json", "yaml")
 
 
-def _libxo_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
+def libxo_ok(value: str) -> bool:
+    """--libxo: the libxo options we honour (one style; json[,pretty] in practice)."""
     words = [w for w in value.replace(":", ",").split(",") if w]
-    styles = {"json", "text"} & set(words)
-    unknown = set(words) - {"json", "text", "pretty", "warn", "flush", "flush-line"}
-    if unknown or len(styles) > 1:
-        raise click.BadParameter(f"unsupported libxo options '{value}' (use json[,pretty])")
-    return value
+    return not (set(words) - LIBXO_WORDS) and len({"json", "text"} & set(words)) <= 1
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["--help"]})
-@click.option(
-    "--state",
-    "state_path",
-    metavar="PATH",
-    help="State database (default: $KTLS_STATE, else $XDG_STATE_HOME/ktls/kernel.db).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "yaml"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
-@click.option(
-    "--libxo", metavar="json[,pretty]", callback=_libxo_callback, help="libxo-style JSON output."
-)
-@click.pass_context
-def cli(ctx: click.Context, state_path: str | None, fmt: str, libxo: str | None) -> None:
-    """ktls: FreeBSD kernel TLS (KTLS) transmit offload, simulated.
-
-    A persistent simulated kernel (sysctls, interfaces, routes, connections and TLS
-    sessions) driven by FreeBSD-shaped tools. Exit status: 0 success, 1 failure,
-    2 usage error.
-    """
+def make_env(state_path: str | None, fmt: str, libxo: str | None) -> Env:
     env = Env(state_path=state_path, format=fmt)
     if libxo is not None:
         words = libxo.replace(":", ",").split(",")
         if "json" in words:
             env.format = "json"
         env.pretty = "pretty" in words
-    ctx.obj = env
-    ctx.call_on_close(env.close)
+    return env
+
+
+def __getattr__(name: str) -> Any:
+    """`ktls_cli.main.cli`, the click group, imported on first use."""
+    if name == "cli":
+        from ktls_cli.group import cli
+
+        return cli
+    raise AttributeError(name)
 
 
 def _write_bytes_as_given(exc: UnicodeError) -> tuple[str | bytes, int]:
@@ -153,13 +122,47 @@ def _faithful_streams() -> None:
                 reconfigure(errors="ktls.bytes")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: run the group and map every failure to 0/1/2."""
-    from ktls_core.errors import StateError
+def _fast(args: list[str]) -> int | None:
+    """Run a FAST command without click; None when click must (see FAST)."""
+    if "_KTLS_COMPLETE" in os.environ:
+        return None
+    opts: dict[str, str] = {}
+    i = 0
+    while i < len(args) and args[i].startswith("--"):
+        name, eq, value = args[i].partition("=")
+        if name not in ("--state", "--format", "--libxo") or name in opts:
+            return None
+        if not eq:
+            if i + 1 >= len(args):
+                return None
+            i += 1
+            value = args[i]
+        opts[name] = value
+        i += 1
+    if i >= len(args) or args[i] not in FAST:
+        return None
+    fmt, libxo = opts.get("--format", "text"), opts.get("--libxo")
+    if fmt not in FORMATS or (libxo is not None and not libxo_ok(libxo)):
+        return None
+    import importlib
 
-    _faithful_streams()
+    module_name, attr = FAST[args[i]].split(":")
+    runner = getattr(importlib.import_module(module_name), attr)
+    env = make_env(opts.get("--state"), fmt, libxo)
     try:
-        rv: Any = cli.main(args=argv, prog_name="ktls", standalone_mode=False)
+        code: int | None = runner(env, args[i + 1 :])
+    finally:
+        env.close()
+    return code
+
+
+def _click(args: list[str] | None) -> int:
+    import click
+
+    from ktls_cli.group import cli
+
+    try:
+        rv: Any = cli.main(args=args, prog_name="ktls", standalone_mode=False)
     except click.exceptions.Abort:
         sys.stderr.write("Aborted!\n")
         return EXIT_FAILURE
@@ -168,6 +171,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_FAILURE
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    return int(rv or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the command and map every failure to 0/1/2."""
+    from ktls_core.errors import StateError
+
+    _faithful_streams()
+    try:
+        args = sys.argv[1:] if argv is None else list(argv)
+        code = _fast(args)
+        return _click(argv) if code is None else code
     except StateError as exc:
         sys.stderr.write(f"ktls: {exc}\n")
         return EXIT_FAILURE
@@ -184,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sys.stderr.write(f"ktls: internal error: {type(exc).__name__}: {exc}\n")
         return EXIT_FAILURE
-    return int(rv or 0)
 
 
 def run() -> None:

@@ -7,7 +7,6 @@ command's name, built with json/yaml and never through rich.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,8 @@ def document(env: Env, command: str, data: Any) -> None:
 
 
 def _text(env: Env, doc: Any) -> str:
+    import json  # only documents need it: ~1 ms a text command does not spend
+
     if env.format == "yaml":
         import yaml
 
@@ -51,6 +52,8 @@ def _yaml_dumper() -> Any:
 def _pretty_item(data: Any) -> str:
     """json.dumps(data, indent=2); a flat mapping without the pure-Python encoder, whose
     closures are reference cycles that pile up between collections of a long send."""
+    import json  # only documents need it: ~1 ms a text command does not spend
+
     if not isinstance(data, dict) or not data or any(
         isinstance(v, dict | list | tuple) for v in data.values()
     ):
@@ -91,6 +94,8 @@ class DocumentStream:
             text = _pretty_item(data).replace("\n", "\n      ")
             env.stdout.write(("," if self.count else "") + "\n      " + text)
         else:
+            import json  # only documents need it: ~1 ms a text command does not spend
+
             env.stdout.write(("," if self.count else "") + json.dumps(data, separators=(",", ":")))
         self.count += 1
 

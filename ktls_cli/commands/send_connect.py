@@ -139,7 +139,7 @@ def run(
 ) -> None:
     """The whole of `ktls send --connect`; raises click's Exit with the status."""
     from ktls_cli import realpeer
-    from ktls_cli.commands import send as send_cmd
+    from ktls_cli.commands import send_run as send_cmd
 
     if conn_words:
         raise click.UsageError("give CONN or --connect, not both")

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from ktls_cli.commands.send import MAX_INLINE
+from ktls_cli.commands.send_run import MAX_INLINE
 from ktls_core.kernel import DMESG_LINES, Kernel
 
 CONN = ["192.0.2.10:443", "198.51.100.7:51514"]
