@@ -10,7 +10,9 @@ the session's first record, give the chain IV with --iv.
 
 Text output is one line per record and a summary; a record that does not open
 (bad tag, MAC, padding, length) is reported with its sequence number and the
-decoding goes on. Exit 0 when every record opened, 1 otherwise.
+decoding goes on. A capture cut short in its last frame (its writer killed) is
+decoded up to that frame, then the cut is reported on stderr. Exit 0 when every
+record opened from a whole file, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ktls_cli.tlsopts import collect, tls_options
 
 if TYPE_CHECKING:
     from ktls_core.tls.record import SessionKeys
+    from ktls_core.wire.pcap import PcapCut
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 READ_CHUNK = 1 << 20
@@ -57,21 +60,21 @@ def cli(
     """Open every TLS record of FILE with CONN's keys (or the TLS options given).
 
     Exit status: 0 every record opened, 1 a record failed or FILE could not be
-    read, 2 usage error.
+    read (or is a capture cut short), 2 usage error.
     """
     opts = collect(kwargs)
     keys, start, flow = _keys(env, conn, opts, first_seq)
     if plain_path == "-" and env.machine:
         raise click.UsageError("--plaintext - and --format json both want stdout")
     try:
-        chunks = _read(file, is_pcap, flow)
+        chunks, cut = _read(file, is_pcap, flow)
     except OSError as exc:
         env.err(f"decode: {file}: {exc.strerror}")
         raise click.exceptions.Exit(EXIT_FAILURE) from None
     except ValueError as exc:  # pcap.PcapError
         env.err(f"decode: {file}: {exc}")
         raise click.exceptions.Exit(EXIT_FAILURE) from None
-    _decode(env, keys, start, chunks, plain_path, file)
+    _decode(env, keys, start, chunks, plain_path, file, cut)
 
 
 def _keys(
@@ -117,20 +120,27 @@ def _keys(
     return keys, s.start_seq if first_seq is None else first_seq, (c.laddr, c.lport)
 
 
-def _read(path: str, is_pcap: bool, flow: tuple[str, int] | None) -> Any:
-    """The stream's bytes in chunks (a capture is reassembled first)."""
+def _read(path: str, is_pcap: bool, flow: tuple[str, int] | None) -> tuple[Any, PcapCut | None]:
+    """The stream's bytes in chunks (a capture is reassembled first), and where the
+    capture was cut short, if it was."""
     if is_pcap:
-        from ktls_core.wire.pcap import read_segments, reassemble
+        from ktls_core.wire.pcap import NoPayloadError, PcapError, read_capture, reassemble
 
-        data = _slurp(path)
+        capture = read_capture(_slurp(path))
         src, sport = flow if flow is not None else (None, None)
-        stream, _key = reassemble(read_segments(data), src=src, sport=sport)
-        return iter([stream])
+        try:
+            stream, _key = reassemble(capture.segments, src=src, sport=sport)
+        except NoPayloadError:
+            if capture.cut is None:
+                raise
+            # The connection's payload may all lie past the cut: say that instead.
+            raise PcapError(str(capture.cut)) from None
+        return iter([stream]), capture.cut
     import sys
 
     # Opened here, so a missing file is reported before any output.
     fh: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
-    return _chunks(fh)
+    return _chunks(fh), None
 
 
 def _slurp(path: str) -> bytes:
@@ -167,7 +177,13 @@ def _chunks(fh: IO[bytes]) -> Any:
 
 
 def _decode(
-    env: Env, keys: SessionKeys, start: int, chunks: Any, plain_path: str | None, file: str
+    env: Env,
+    keys: SessionKeys,
+    start: int,
+    chunks: Any,
+    plain_path: str | None,
+    file: str,
+    cut: PcapCut | None,
 ) -> None:
     from ktls_cli.render import DocumentStream
     from ktls_core.errors import strerror
@@ -233,8 +249,12 @@ def _decode(
         elif plain_out is not None:
             plain_out.flush()
     if stream is not None:
-        summary = {"record_count": good + bad, "bad_records": bad, "bytes": nbytes,
-                   "first_seq": start, "next_seq": decoder.next_seq}  # fmt: skip
+        summary: dict[str, Any] = {
+            "record_count": good + bad, "bad_records": bad, "bytes": nbytes,
+            "first_seq": start, "next_seq": decoder.next_seq,
+        }  # fmt: skip
+        if cut is not None:  # only then: a good capture's document is unchanged
+            summary["capture_cut"] = {**cut._asdict(), "error": str(cut)}
         stream.finish(summary)
     else:
         verdict = "all authentic" if not bad else f"{bad} bad"
@@ -247,4 +267,9 @@ def _decode(
             f" {first_bad.index} (seq {first_bad.seq}, offset {first_bad.offset}):"
             f" {strerror(first_bad.errno)}"
         )
+    if cut is not None:
+        # As tcpdump's "truncated dump file": the frames before the cut are decoded
+        # above, and the damaged capture fails the run even if every record opened.
+        env.err(f"decode: {file}: {cut}")
+    if first_bad is not None or cut is not None:
         raise click.exceptions.Exit(EXIT_FAILURE)

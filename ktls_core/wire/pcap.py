@@ -201,6 +201,10 @@ class PcapError(ValueError):
     """The capture cannot be read; the message says where and why."""
 
 
+class NoPayloadError(PcapError):
+    """The capture holds no TCP payload of the connection asked for."""
+
+
 _ETHERTYPE_VLAN = 0x8100
 _ETHERTYPE_QINQ = 0x88A8
 
@@ -216,42 +220,95 @@ class Segment(NamedTuple):
     payload: bytes
 
 
+class PcapCut(NamedTuple):
+    """Where a capture ends in the middle of a frame: what a writer killed mid-write
+    leaves (tshark: "appears to have been cut short in the middle of a packet")."""
+
+    frame: int  # 1-based, as tshark numbers frames
+    offset: int  # file offset of the frame's record header
+    wanted: int  # the record header's 16 bytes, or the captured length it announced
+    present: int  # bytes of that in the file
+    in_header: bool  # the cut fell inside the 16-byte record header
+
+    def __str__(self) -> str:
+        if self.in_header:
+            what = f"a {self.wanted}-byte record header, only {self.present} bytes in the file"
+        else:
+            what = f"{self.wanted} captured bytes announced, only {self.present} in the file"
+        return f"capture cut short in the middle of frame {self.frame} ({what})"
+
+
+class Capture(NamedTuple):
+    """What read_capture() found: the complete frames' TCP segments, and the cut if any."""
+
+    segments: list[Segment]
+    frames: int  # complete frames read
+    cut: PcapCut | None
+
+
 def read_segments(data: bytes | bytearray | memoryview) -> list[Segment]:
+    """The TCP segments with payload in a whole pcap(5) capture; a cut last frame is
+    a PcapError too (read_capture() takes the frames before it)."""
+    capture = read_capture(data)
+    if capture.cut is not None:
+        raise PcapError(str(capture.cut))
+    return capture.segments
+
+
+def read_capture(data: bytes | bytearray | memoryview) -> Capture:
     """The TCP segments with payload in a pcap(5) capture (Ethernet, with or without
-    802.1Q tags, or DLT_NULL); other frames are skipped. PcapError for a bad file."""
+    802.1Q tags, or DLT_NULL); other frames are skipped.
+
+    A file that ends inside its last frame (record header or data) gives the frames
+    before it and `cut`, as libpcap and tshark read such a file. A bad file header,
+    or a captured length no capture can have, is a PcapError wherever it is: past
+    it nothing says where the next frame starts.
+    """
     import ipaddress
 
     mv = memoryview(data).cast("B")
+    magics = (PCAP_MAGIC.to_bytes(4, "little"), PCAP_MAGIC.to_bytes(4, "big"))
     if len(mv) < _FILE_HDR.size:
-        raise PcapError("not a pcap file (shorter than its header)")
-    magic = int.from_bytes(mv[:4], "little")
-    if magic == PCAP_MAGIC:
+        head = bytes(mv[:4])
+        if not head:
+            raise PcapError("not a pcap file (empty)")
+        if not any(m.startswith(head) for m in magics):
+            raise PcapError("not a pcap file (bad magic number)")
+        raise PcapError(f"capture cut short in its file header ({len(mv)} of 24 bytes)")
+    if bytes(mv[:4]) == magics[0]:
         order = "<"
-    elif magic == int.from_bytes(PCAP_MAGIC.to_bytes(4, "little"), "big"):
+    elif bytes(mv[:4]) == magics[1]:
         order = ">"
     else:
         raise PcapError("not a pcap file (bad magic number)")
-    linktype = struct.unpack_from(order + "I", mv, 20)[0] & 0xFFFF
+    snaplen, linktype = struct.unpack_from(order + "II", mv, 16)
+    linktype &= 0xFFFF
     if linktype not in (LINKTYPE_NULL, LINKTYPE_ETHERNET):
         raise PcapError(f"link type {linktype} is neither Ethernet nor BSD loopback")
+    # libpcap's ceiling; a small snaplen still allows 64 KiB, as some writers exceed it.
+    limit = min(SNAPLEN, max(snaplen, 0xFFFF))
     rec = struct.Struct(order + "IIII")
     segments: list[Segment] = []
     pos = _FILE_HDR.size
     frame = 0
     while pos < len(mv):
         frame += 1
-        if pos + rec.size > len(mv):
-            raise PcapError(f"frame {frame}: truncated record header")
-        _sec, _usec, caplen, _length = rec.unpack_from(mv, pos)
+        left = len(mv) - pos
+        if left >= 12:  # the captured length is there, even in a cut record header
+            caplen = struct.unpack_from(order + "I", mv, pos + 8)[0]
+            if caplen > limit:
+                raise PcapError(f"frame {frame}: bogus captured length {caplen} (over {limit})")
+        if left < rec.size:
+            return Capture(segments, frame - 1, PcapCut(frame, pos, rec.size, left, True))
+        if rec.size + caplen > left:
+            cut = PcapCut(frame, pos, caplen, left - rec.size, False)
+            return Capture(segments, frame - 1, cut)
         pos += rec.size
-        if caplen > SNAPLEN or pos + caplen > len(mv):
-            raise PcapError(f"frame {frame}: truncated ({caplen} bytes announced)")
-        pkt = bytes(mv[pos : pos + caplen])
+        seg = _parse_frame(bytes(mv[pos : pos + caplen]), linktype, ipaddress)
         pos += caplen
-        seg = _parse_frame(pkt, linktype, ipaddress)
         if seg is not None:
             segments.append(seg)
-    return segments
+    return Capture(segments, frame, None)
 
 
 def _parse_frame(pkt: bytes, linktype: int, ipaddress: Any) -> Segment | None:
@@ -314,7 +371,7 @@ def reassemble(
         s for s in segments if (src is None or s.src == src) and (sport is None or s.sport == sport)
     ]
     if not flows:
-        raise PcapError("no TCP payload from the connection in the capture")
+        raise NoPayloadError("no TCP payload from the connection in the capture")
     first = flows[0]
     key = (first.src, first.sport, first.dst, first.dport)
     mine = [s for s in flows if (s.src, s.sport, s.dst, s.dport) == key]

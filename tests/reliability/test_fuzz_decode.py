@@ -12,7 +12,8 @@ bytes. Decoding runs in this process with the keys given as options. Every run:
 - every record that lies wholly before the first changed byte still opens, at its
   own sequence number and offset (a damaged record never takes good ones with it);
 - exit 1 comes with exactly one line on stderr naming the file and the first bad
-  record (or, for a capture that cannot be read, what is wrong with it);
+  record (or, for a capture that cannot be read, what is wrong with it); a capture
+  cut short in its last frame adds one line saying so, after the report;
 - `--format json` gives one document whose bad records carry errno and reason.
 """
 
@@ -46,6 +47,10 @@ SUITES = {
 GOOD = re.compile(r"record (\d+): seq (\d+), type \d+ \(\w+\), length \d+, wire (\d+)")
 BAD = re.compile(r"record (\d+): seq (\d+), offset (\d+): ([A-Z][\w ']+) \((.+)\)")
 SUMMARY = re.compile(r"(\d+) records?, (\d+) bytes, (all authentic|(\d+) bad)")
+CUT = re.compile(
+    r"capture cut short in the middle of frame \d+ \((a 16-byte record header, only \d+ bytes"
+    r"|\d+ captured bytes announced, only \d+) in the file\)"
+)
 STDERR = re.compile(
     r"decode: (.+): (\d+) bad records?, the first is record (\d+) \(seq (\d+), offset (\d+)\):"
     r" [A-Z][\w ']+\n"
@@ -224,9 +229,16 @@ def test_mutated_captures_are_reported_cleanly(
         if r.exit == 0:
             assert r.stderr == "" and r.stdout.endswith(", all authentic\n")
             return
-        assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"decode: {path}: "), r
+        lines = r.stderr.splitlines()
+        assert r.stderr.endswith("\n") and all(x.startswith(f"decode: {path}: ") for x in lines)
         if r.stdout:  # the capture was read: the records are reported one by one
             assert SUMMARY.fullmatch(r.stdout.splitlines()[-1]), r
+            cut = CUT.fullmatch(lines[-1][len(f"decode: {path}: ") :])
+            # The bad-record line, the cut line or both: nothing else.
+            assert len(lines) == (1 if not cut or "all authentic" in r.stdout else 2), r
+            assert len(lines) == 1 or STDERR.fullmatch(lines[0] + "\n"), r
+        else:
+            assert len(lines) == 1, r
 
     one()
 
@@ -249,3 +261,46 @@ def test_truncation_at_every_boundary(
                 assert r.exit == 0
             else:
                 assert r.exit == 1 and "Message too long (truncated record" in lines[-2], r
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_a_capture_cut_anywhere_reports_the_stream_its_complete_frames_carry(
+    suite: str, streams: dict[str, tuple[bytes, bytes]], run_ktls: Any, tmp_path: Path
+) -> None:
+    """A capture cut at any offset past its file header reports exactly what the byte
+    stream of its complete frames reports, then the cut, if it fell inside a frame."""
+    stream, capture = streams[suite]
+    ends, carried, pos = [], [0], 24  # frame ends, and the stream bytes up to each
+    while pos < len(capture):
+        caplen = int.from_bytes(capture[pos + 8 : pos + 12], "little")
+        pos += 16 + caplen
+        ends.append(pos)
+        carried.append(carried[-1] + caplen - 54)  # Ethernet, IPv4, TCP: no options
+    cuts = sorted({min(e + d, ends[-1]) for e in ends for d in (0, 1, 15, 16, 17, 700)})
+    pcap_path, tls_path = tmp_path / "cut.pcap", tmp_path / "cut.tls"
+    for i, cut in enumerate(cuts):
+        whole = sum(1 for e in ends if e <= cut)
+        pcap_path.write_bytes(capture[:cut])
+        tls_path.write_bytes(stream[: carried[whole]])
+        fmt = ["--format", "json"] if i % 5 == 4 else []
+        p = run_ktls(*fmt, "decode", "--pcap", pcap_path, *SUITES[suite], state=tmp_path / "k.db")
+        s = run_ktls(*fmt, "decode", tls_path, *SUITES[suite], state=tmp_path / "k.db")
+        err = s.stderr.replace(str(tls_path), str(pcap_path))
+        if cut in ends:
+            assert (p.exit, p.stdout, p.stderr) == (s.exit, s.stdout, err), cut
+            continue
+        assert p.exit == 1 and p.stderr.startswith(err), (cut, p)
+        line = p.stderr[len(err) :]
+        assert line.startswith(f"decode: {pcap_path}: ") and line.count("\n") == 1, (cut, p)
+        assert CUT.fullmatch(line[len(f"decode: {pcap_path}: ") : -1]), (cut, p)
+        assert f"frame {whole + 1} (" in line
+        if fmt:
+            doc = json.loads(p.stdout)["decode"]
+            assert doc.pop("capture_cut")["frame"] == whole + 1
+            assert doc == json.loads(s.stdout)["decode"], cut
+        else:
+            assert p.stdout == s.stdout, cut
+    # Cut in the first frame: nothing of the stream, the cut is the one error.
+    pcap_path.write_bytes(capture[:100])
+    p = run_ktls("decode", "--pcap", pcap_path, *SUITES[suite], state=tmp_path / "k.db")
+    assert (p.exit, p.stdout) == (1, "") and CUT.fullmatch(p.stderr.split(": ", 2)[2][:-1]), p

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import struct
 
@@ -111,15 +112,111 @@ def test_reassembly_keeps_retransmissions_once_and_reports_holes() -> None:
     w2 = pcap.PcapWriter(holed.extend)
     w2.tcp_segments(flow, 0, b"x" * 10)
     w2.tcp_segments(flow, 20, b"y" * 10)
-    with pytest.raises(pcap.PcapError, match=r"bytes 10\.\.19"):
+    with pytest.raises(pcap.PcapError, match=r"bytes 10\.\.19") as info:
         pcap.reassemble(pcap.read_segments(bytes(holed)))
+    assert not isinstance(info.value, pcap.NoPayloadError)  # a cut must not hide a hole
+    with pytest.raises(pcap.NoPayloadError):
+        pcap.reassemble(pcap.read_segments(bytes(holed)), sport=444)
 
 
-@pytest.mark.parametrize("cut", [3, 30, 50])
-def test_truncated_captures_are_clean_errors(cut: int) -> None:
+def _capture(sizes: tuple[int, ...] = (100, 250, 7)) -> tuple[bytes, list[int], bytes]:
+    """A capture of one segment per size (MSS 1000), the offsets of its record
+    headers (and the file's end), and the stream it carries."""
     out = bytearray()
-    pcap.PcapWriter(out.extend).tcp_segments(_flow(), 0, b"q" * 100)
-    with pytest.raises(pcap.PcapError):
-        pcap.read_segments(bytes(out[:cut]))
-    with pytest.raises(pcap.PcapError, match="magic"):
-        pcap.read_segments(b"\0" * 40)
+    w = pcap.PcapWriter(out.extend)
+    stream = b""
+    for i, size in enumerate(sizes):
+        payload = bytes([65 + i]) * size
+        w.tcp_segments(_flow(mss=1000), len(stream), payload)
+        stream += payload
+    bounds, pos = [], 24
+    while pos < len(out):
+        bounds.append(pos)
+        pos += 16 + struct.unpack_from("<I", out, pos + 8)[0]
+    return bytes(out), [*bounds, len(out)], stream
+
+
+def test_a_capture_cut_anywhere_gives_its_complete_frames_and_the_cut() -> None:
+    data, bounds, stream = _capture()
+    sizes = [100, 250, 7]
+    for cut in range(24, len(data) + 1):
+        capture = pcap.read_capture(data[:cut])
+        whole = sum(1 for b in bounds[1:] if b <= cut)  # frames wholly in the file
+        assert capture.frames == whole
+        assert b"".join(s.payload for s in capture.segments) == stream[: sum(sizes[:whole])]
+        if cut in bounds:
+            assert capture.cut is None
+            if whole:
+                assert pcap.read_segments(data[:cut]) == capture.segments
+            continue
+        at = bounds[whole]
+        c = capture.cut
+        assert c is not None and (c.frame, c.offset, c.present) == (
+            whole + 1,
+            at,
+            cut - at if cut - at < 16 else cut - at - 16,
+        )
+        assert c.in_header == (cut - at < 16)
+        assert c.wanted == (16 if c.in_header else 54 + sizes[whole])
+        if c.in_header:
+            assert str(c) == (
+                f"capture cut short in the middle of frame {whole + 1}"
+                f" (a 16-byte record header, only {cut - at} bytes in the file)"
+            )
+        else:
+            assert str(c) == (
+                f"capture cut short in the middle of frame {whole + 1}"
+                f" ({c.wanted} captured bytes announced, only {c.present} in the file)"
+            )
+        # read_segments() wants a whole capture: the cut is its error.
+        with pytest.raises(pcap.PcapError, match=f"frame {whole + 1} "):
+            pcap.read_segments(data[:cut])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "not a pcap file (empty)"),
+        (b"\xd4\xc3", "capture cut short in its file header (2 of 24 bytes)"),
+        (b"\xa1\xb2\xc3\xd4" + bytes(6), "capture cut short in its file header (10 of 24"),
+        (b"\xd4\xc3\xb2\xa1" + bytes(19), "capture cut short in its file header (23 of 24"),
+        (b"\xd4\xc4", "not a pcap file (bad magic number)"),
+        (b"\0" * 40, "not a pcap file (bad magic number)"),
+    ],
+)
+def test_a_cut_or_bad_file_header_is_an_error(data: bytes, message: str) -> None:
+    with pytest.raises(pcap.PcapError) as info:
+        pcap.read_capture(data)
+    assert str(info.value).startswith(message)
+
+
+def test_a_bogus_captured_length_is_an_error_even_at_the_end() -> None:
+    """Not a cut: past a length no frame has, nothing says where the next frame starts."""
+    data, bounds, _stream = _capture()
+    for frame, at in enumerate(bounds[:-1], start=1):
+        bad = bytearray(data)
+        bad[at + 8 : at + 12] = (pcap.SNAPLEN + 1).to_bytes(4, "little")
+        for end in (at + 12, at + 15, at + 16, at + 100, len(bad)):
+            with pytest.raises(pcap.PcapError, match=f"frame {frame}: bogus captured length"):
+                pcap.read_capture(bytes(bad[:end]))
+    # A small snaplen in the file header still allows 64 KiB frames (some writers
+    # exceed theirs); more than 64 KiB then is bogus.
+    small = bytearray(data)
+    small[16:20] = (96).to_bytes(4, "little")
+    assert pcap.read_capture(bytes(small)).frames == 3
+    small[bounds[1] + 8 : bounds[1] + 12] = (0x10000).to_bytes(4, "little")
+    with pytest.raises(pcap.PcapError, match=r"frame 2: bogus captured length 65536 \(over 65535"):
+        pcap.read_capture(bytes(small))
+
+
+def test_big_endian_captures_are_cut_the_same_way() -> None:
+    data, bounds, stream = _capture()
+    swapped = bytearray(data[:24])
+    for a, b, c in ((0, 4, "I"), (4, 6, "H"), (6, 8, "H"), (8, 12, "i"), (12, 24, "III")):
+        swapped[a:b] = struct.pack(">" + c, *struct.unpack("<" + c, data[a:b]))
+    for at, end in itertools.pairwise(bounds):
+        swapped += struct.pack(">IIII", *struct.unpack_from("<IIII", data, at))
+        swapped += data[at + 16 : end]
+    capture = pcap.read_capture(bytes(swapped[: bounds[2] + 20]))
+    assert capture.frames == 2 and b"".join(s.payload for s in capture.segments) == stream[:350]
+    assert capture.cut is not None and (capture.cut.frame, capture.cut.present) == (3, 4)
