@@ -127,6 +127,39 @@ class Tx:
         self.set_meta("rng_counter", str(counter))
         return bytes(out[:n])
 
+    def random_stream(self) -> RandomStream:
+        """random_bytes() for many draws in one transaction (connect --count)."""
+        return RandomStream(self)
+
+
+class RandomStream:
+    """The bytes `tx.random_bytes()` would give call by call, with the seed read at the
+    first draw and the seeded counter stored by `save()` instead of at every draw."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+        self._seed: str | None = None
+        self._counter: int | None = None  # None: nothing drawn yet
+
+    def __call__(self, n: int) -> bytes:
+        if self._counter is None:
+            self._seed = self._tx.meta("seed")
+            self._counter = int(self._tx.meta("rng_counter") or "0")
+        if self._seed is None:
+            return os.urandom(n)
+        import hashlib
+
+        out = bytearray()
+        while len(out) < n:
+            out += hashlib.sha256(f"ktls-rng:{self._seed}:{self._counter}".encode()).digest()
+            self._counter += 1
+        return bytes(out[:n])
+
+    def save(self) -> None:
+        """Store the seeded counter (as the last random_bytes() call would have)."""
+        if self._seed is not None and self._counter is not None:
+            self._tx.set_meta("rng_counter", str(self._counter))
+
 
 class Kernel:
     """The simulated kernel behind one state file."""

@@ -20,7 +20,6 @@ from ktls_cli.render import emit
 from ktls_cli.tlsopts import collect, tls_options
 
 if TYPE_CHECKING:
-    from ktls_core.kernel import Tx
     from ktls_core.net.tcp import Conn
     from ktls_core.tls.session import Session
 
@@ -163,24 +162,11 @@ def _enable(
         sessions[s.conn_id] = s
         return None
     # --count: one transaction for all; each failure is counted as FreeBSD counts it.
-    first_failure: KtlsError | None = None
-    with kernel.transaction() as tx:
-        rows = tx.conn.execute(
-            "SELECT id FROM conns WHERE id BETWEEN ? AND ? ORDER BY id",
-            (conns[0].id, conns[-1].id),
-        ).fetchall()
-        for (cid,) in rows:
-            conn = _get(tx, int(cid))
-            try:
-                session.enable_tx(tx, conn, to_enable(opts, tx.random_bytes))
-            except KtlsError as exc:
-                first_failure = first_failure or exc
-    return first_failure
-
-
-def _get(tx: Tx, cid: int) -> Conn:
     from ktls_core.net import tcp
 
-    conn = tcp.get(tx, cid)
-    assert conn is not None
-    return conn
+    with kernel.transaction() as tx:
+        return session.enable_many(
+            tx,
+            tcp.id_range(tx, conns[0].id, conns[-1].id),
+            lambda random_bytes: to_enable(opts, random_bytes),
+        )

@@ -194,6 +194,14 @@ def get(tx: Tx, conn_id: int) -> Conn | None:
     return None if row is None else _row(row)
 
 
+def id_range(tx: Tx, first: int, last: int) -> list[Conn]:
+    """The connections with ids first..last in id order (one query for connect --count)."""
+    rows = tx.conn.execute(
+        f"SELECT {_COLUMNS} FROM conns WHERE id BETWEEN ? AND ? ORDER BY id", (first, last)
+    )
+    return [_row(r) for r in rows]
+
+
 def find(tx: Tx, ep: Endpoints) -> Conn:
     """The connection or ESRCH, as the kernel's pcb lookup answers tcpdrop."""
     conn = lookup(tx, ep)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ktls_sw import CONN, boot, connect, counters, enable, params, sw_ready
 
+from ktls_core import counters as counters_mod
 from ktls_core import kld
 from ktls_core.errors import Errno, KtlsError
+from ktls_core.kernel import Kernel
 from ktls_core.net import tcp
 from ktls_core.tls import session
+from ktls_core.tls.enable import TlsEnable
+from ktls_core.tls.suites import parse_auth, parse_cipher, parse_version
 
 STATS = "kern.ipc.tls.stats."
 
@@ -170,3 +178,127 @@ def test_kldunload_rules(tmp_path: Path) -> None:
             tcp.drop(tx, conn)
         kld.kldunload(tx, f)
         assert kld.loaded_modules(tx) == []
+
+
+# -- enable_many (connect --count) ---------------------------------------------------
+
+_CYCLE = [  # (version, cipher, key, iv, auth, auth key)
+    ("1.2", "aes-gcm", 16, 4, None, 0),
+    ("1.0", "aes-cbc", 16, 16, "hmac-sha1", 20),
+    ("1.3", "chacha20-poly1305", 32, 12, None, 0),
+    ("1.3", "aes-gcm", 32, 12, None, 0),
+]
+
+
+def _cycling_params() -> Callable[[Callable[[int], bytes]], TlsEnable]:
+    """struct tls_enable from arc4rand(), a different suite each call."""
+    calls = itertools.count()
+
+    def make(random_bytes: Callable[[int], bytes]) -> TlsEnable:
+        version, cipher, klen, ivlen, auth, alen = _CYCLE[next(calls) % len(_CYCLE)]
+        return TlsEnable(
+            parse_cipher(cipher), random_bytes(klen), random_bytes(ivlen), parse_auth(auth),
+            random_bytes(alen) if alen else b"", tls_vminor=parse_version(version),
+        )  # fmt: skip
+
+    return make
+
+
+def _tables(kernel: Kernel) -> dict[str, list[Any]]:
+    with kernel.snapshot() as tx:
+        return {
+            t: tx.conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+            for t in ("meta", "sysctl", "counters", "docs", "dmesg", "conns", "sessions")
+        }
+
+
+@pytest.mark.parametrize("profile", ["seed", "current"])
+def test_enable_many_is_enable_tx_call_by_call(
+    tmp_path: Path, run_ktls: Any, init_state: Any, profile: str
+) -> None:
+    """Same rows (keys and nonces too), counters, dmesg and random stream, with failures
+    of every kind among the calls (listening socket, existing session, suites refused)."""
+    results = []
+    for how in ("one_by_one", "batch"):
+        state = str(tmp_path / f"{how}.db")
+        init_state(state, profile, "--seed", "3")
+        assert run_ktls("sysctl", "kern.ipc.tls.enable=1", "kern.ipc.mb_use_ext_pgs=1",
+                        state=state).exit == 0  # fmt: skip
+        if profile == "seed":
+            assert run_ktls("kldload", "ktls_ocf", state=state).exit == 0
+        else:  # mce0 takes GCM; CBC and ChaCha20 fall back to software
+            assert run_ktls("sysctl", "kern.ipc.tls.ifnet.permitted=1", state=state).exit == 0
+            assert run_ktls("ifconfig", "mce0", "txtls", state=state).exit == 0
+        kernel = Kernel.open(state)
+        try:
+            with kernel.transaction() as tx:
+                ep = tcp.parse_endpoints(["203.0.113.10:443", "203.0.113.7:1000"])
+                ids = tcp.connect_many(tx, ep, 13)
+                tx.conn.execute("UPDATE conns SET state = 'LISTEN' WHERE id = ?", (ids[3],))
+                conn = tcp.get(tx, ids[6])
+                assert conn is not None
+                session.enable_tx(tx, conn, TlsEnable(parse_cipher("aes-gcm"), bytes(16), bytes(4)))
+            make = _cycling_params()
+            first: KtlsError | None = None
+            with kernel.transaction() as tx:
+                conns = tcp.id_range(tx, ids[0], ids[-1])
+                if how == "batch":
+                    first = session.enable_many(tx, conns, make)
+                else:
+                    for conn in conns:
+                        try:
+                            session.enable_tx(tx, conn, make(tx.random_bytes))
+                        except KtlsError as exc:
+                            first = first or exc
+            assert first is not None
+            results.append(((first.errno, first.detail), _tables(kernel)))
+        finally:
+            kernel.store.close()
+    assert results[0] == results[1]
+    (errno, _detail), tables = results[1]
+    modes = sorted(row[1] for row in tables["sessions"])
+    if profile == "seed":  # OCF of 2019 refuses CBC, the 2019 struct has no ChaCha20
+        assert (errno, modes) == (Errno.EOPNOTSUPP, [session.TCP_TLS_MODE_SW] * 7)
+    else:  # the listening socket fails first; mce0 takes every GCM session (7)
+        assert (errno, modes.count(session.TCP_TLS_MODE_IFNET), len(modes)) == (Errno.EINVAL, 7, 12)
+
+
+def test_counter_batch_moves_as_one_update_each(tmp_path: Path) -> None:
+    """counters.Batch: the same wrap at 2**64 and clamp at zero as add()/gauge_add()."""
+    moves = [("g", -3), ("g", 2), ("c", 5), ("g", -1), ("g", 4), ("c", 2**64 - 1), ("g", -9)]
+    values = []
+    for batched in (False, True):
+        conn = sqlite3.connect(str(tmp_path / f"{batched}.db"))
+        conn.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        counters_mod.create(conn, ["c", "g"])
+        batch = counters_mod.Batch(conn)
+        for name, delta in moves:
+            if name == "c":
+                batch.count(name, delta) if batched else counters_mod.add(conn, name, delta)
+            else:
+                batch.gauge(name, delta) if batched else counters_mod.gauge_add(conn, name, delta)
+        batch.flush()
+        values.append(counters_mod.get_many(conn, ""))
+        conn.close()
+    assert values[0] == values[1] == {"c": 4, "g": 0}
+    with pytest.raises(ValueError):
+        counters_mod.Batch(sqlite3.connect(":memory:")).count("c", -1)
+
+
+@pytest.mark.parametrize("seed", [None, 4])
+def test_random_stream_is_random_bytes(tmp_path: Path, seed: int | None) -> None:
+    """Kernel.random_stream(): random_bytes() call by call, the seeded counter saved once."""
+    sizes = [16, 4, 8, 0, 33, 64, 1]
+    results = []
+    for batched in (False, True):
+        kernel = boot(tmp_path / str(batched), "seed", seed=seed)
+        with kernel.transaction() as tx:
+            stream = tx.random_stream()
+            draws = [(stream if batched else tx.random_bytes)(n) for n in sizes]
+            stream.save()
+            results.append((draws, tx.meta("rng_counter")))
+        kernel.store.close()
+    assert [len(b) for b in results[1][0]] == sizes
+    if seed is not None:
+        assert results[0] == results[1]
+        assert results[1][1] == "8"  # one block per draw, two for 33 and 64, none for 0
