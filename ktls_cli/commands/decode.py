@@ -96,8 +96,6 @@ def _keys(
     if opts.given and (opts.key or opts.cipher or opts.version or opts.auth or opts.auth_key):
         raise click.UsageError("give CONN or TLS options, not both (only --iv goes with CONN)")
     ep = resolve(env, "decode", list(conn))
-    from dataclasses import replace
-
     from ktls_core.net import tcp
     from ktls_core.tls import session
     from ktls_core.tls.record import SessionKeys
@@ -114,7 +112,7 @@ def _keys(
     keys = SessionKeys.from_enable(session.tls_enable(s))
     if opts.iv is not None:
         try:
-            keys = replace(keys, iv=opts.iv)
+            keys = keys.replace(iv=opts.iv)
         except KtlsError as exc:
             raise click.UsageError(f"--iv: {exc.detail}") from None
     return keys, s.start_seq if first_seq is None else first_seq, (c.laddr, c.lport)

@@ -25,10 +25,10 @@ Modelling decisions (documented here because FreeBSD has no exact analogue):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from ktls_core.errors import Errno, KtlsError
+from ktls_core.frozen import Frozen
 from ktls_core.tls.suites import (
     GMAC_ALGS,
     TLS_1_3_GCM_IV_LEN,
@@ -112,10 +112,13 @@ class TlsEnable(NamedTuple):
         return self.iv
 
 
-@dataclass(frozen=True, slots=True)
-class EnableContext:
+class EnableContext(Frozen):
     """The socket and sysctl state TCP_TXTLS_ENABLE looks at."""
 
+    _fields = (
+        "enable", "listening", "is_tcp", "has_session", "cbc_enable", "mb_use_ext_pgs", "era",
+    )  # fmt: skip
+    __slots__ = _fields
     enable: bool  # kern.ipc.tls.enable
     listening: bool  # SOLISTENING(so)
     is_tcp: bool  # so->so_proto->pr_protocol == IPPROTO_TCP
@@ -123,6 +126,18 @@ class EnableContext:
     cbc_enable: bool  # kern.ipc.tls.cbc_enable
     mb_use_ext_pgs: bool  # kern.ipc.mb_use_ext_pgs
     era: str  # 'seed' or 'current'
+
+    def __init__(
+        self,
+        enable: bool,
+        listening: bool,
+        is_tcp: bool,
+        has_session: bool,
+        cbc_enable: bool,
+        mb_use_ext_pgs: bool,
+        era: str,
+    ) -> None:
+        self._init(locals())
 
 
 Predicate = Callable[[EnableContext, TlsEnable], bool]

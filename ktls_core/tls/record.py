@@ -33,11 +33,11 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from ktls_core.errors import Errno, KtlsError
+from ktls_core.frozen import Frozen
 from ktls_core.tls.suites import (
     AEAD_TAG_LEN,
     AES_BLOCK_LEN,
@@ -220,18 +220,23 @@ def _check_keys(k: SessionKeys) -> None:
         raise KtlsError(Errno.EINVAL, "AEAD suites take no auth algorithm or key")
 
 
-@dataclass(frozen=True, slots=True)
-class SessionKeys:
+class SessionKeys(Frozen):
     """Key material of one direction; kept apart from framing. Keys never print."""
 
+    _fields = ("cipher", "vminor", "key", "iv", "auth", "auth_key")
+    __slots__ = _fields
+    _secret = frozenset({"key", "iv", "auth_key"})
     cipher: int
     vminor: int
-    key: bytes = field(repr=False)
-    iv: bytes = field(repr=False)  # GCM 1.2 salt(4), 1.3/ChaCha iv(12), CBC 1.0 iv(16), else b""
-    auth: int = 0
-    auth_key: bytes = field(default=b"", repr=False)
+    key: bytes
+    iv: bytes  # GCM 1.2 salt(4), 1.3/ChaCha iv(12), CBC 1.0 iv(16), else b""
+    auth: int
+    auth_key: bytes
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, cipher: int, vminor: int, key: bytes, iv: bytes, auth: int = 0, auth_key: bytes = b""
+    ) -> None:
+        self._init(locals())
         _check_keys(self)
 
     @classmethod

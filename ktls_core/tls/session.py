@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ktls_core.errors import Errno, KtlsError
+from ktls_core.frozen import Frozen
 from ktls_core.store import from_db, to_db
 from ktls_core.tls.suites import (
     TLS_MINOR_VER_THREE,
@@ -71,31 +71,66 @@ def mode_gauge(mode: int, cipher: int) -> str:
     return f"kern.ipc.tls.{MODE_NODES[mode]}.{gauge_name(cipher)}"
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
+_Bytes = bytes  # Session has a field named `bytes`
+
+
+class Session(Frozen):
     """A KTLS transmit session (struct ktls_session + so_snd's sb_tls_seqno)."""
 
+    _fields = (
+        "conn_id", "mode", "vminor", "cipher", "auth", "cipher_key", "iv", "auth_key",
+        "start_seq", "next_seq", "nonce_ctr", "cbc_iv", "max_frame_len", "backend",
+        "tag_type", "tag_ifname", "tag_port", "reset_pending", "records", "bytes", "worker",
+    )  # fmt: skip
+    __slots__ = _fields
+    _secret = frozenset({"cipher_key", "iv", "auth_key", "cbc_iv"})
     conn_id: int
     mode: int
     vminor: int
     cipher: int
     auth: int
-    cipher_key: bytes = field(repr=False)
-    iv: bytes = field(repr=False)
-    auth_key: bytes = field(repr=False)
+    cipher_key: bytes
+    iv: bytes
+    auth_key: bytes
     start_seq: int
     next_seq: int  # the sequence number the next framed record gets
     nonce_ctr: int | None  # TLS 1.2 AES-GCM: explicit nonce of the next record
-    cbc_iv: bytes | None = field(repr=False)  # TLS 1.0 AES-CBC: IV of the next record
+    cbc_iv: bytes | None  # TLS 1.0 AES-CBC: IV of the next record
     max_frame_len: int
     backend: str | None  # the software backend ("OCF") or None for ifnet
-    tag_type: int | None = None
-    tag_ifname: str | None = None
-    tag_port: str | None = None
-    reset_pending: bool = False
-    records: int = 0  # records sent
-    bytes: int = 0  # plaintext bytes sent in records
-    worker: int = 0  # the worker thread index this connection is pinned to
+    tag_type: int | None
+    tag_ifname: str | None
+    tag_port: str | None
+    reset_pending: bool
+    records: int  # records sent
+    bytes: int  # plaintext bytes sent in records
+    worker: int  # the worker thread index this connection is pinned to
+
+    def __init__(
+        self,
+        conn_id: int,
+        mode: int,
+        vminor: int,
+        cipher: int,
+        auth: int,
+        cipher_key: _Bytes,
+        iv: _Bytes,
+        auth_key: _Bytes,
+        start_seq: int,
+        next_seq: int,
+        nonce_ctr: int | None,
+        cbc_iv: _Bytes | None,
+        max_frame_len: int,
+        backend: str | None,
+        tag_type: int | None = None,
+        tag_ifname: str | None = None,
+        tag_port: str | None = None,
+        reset_pending: bool = False,
+        records: int = 0,
+        bytes: int = 0,
+        worker: int = 0,
+    ) -> None:
+        self._init(locals())
 
     @property
     def suite(self) -> Suite:
@@ -412,8 +447,8 @@ def clone(tx: Tx, s: Session) -> Session:
     freed) or frees the clone with `tx.gauge(ACTIVE, -1)`.
     """
     tx.gauge(ACTIVE, 1)
-    return replace(s, mode=TCP_TLS_MODE_NONE, backend=None, tag_type=None, tag_ifname=None,
-                   tag_port=None, reset_pending=False)  # fmt: skip
+    return s.replace(mode=TCP_TLS_MODE_NONE, backend=None, tag_type=None, tag_ifname=None,
+                     tag_port=None, reset_pending=False)  # fmt: skip
 
 
 def replace_with(tx: Tx, old: Session, new: Session) -> Session:
@@ -423,8 +458,8 @@ def replace_with(tx: Tx, old: Session, new: Session) -> Session:
     concurrent sender's reservations committed meanwhile are kept.
     """
     current = get(tx, old.conn_id) or old
-    merged = replace(
-        new, next_seq=current.next_seq, nonce_ctr=current.nonce_ctr, cbc_iv=current.cbc_iv,
+    merged = new.replace(
+        next_seq=current.next_seq, nonce_ctr=current.nonce_ctr, cbc_iv=current.cbc_iv,
         records=current.records, bytes=current.bytes,
     )  # fmt: skip
     tx.gauge(ACTIVE, -1)

@@ -80,3 +80,5 @@ def test_a_gcm_send_loads_no_openssl_hash(state: str, init_state: Any, ktls: Any
     assert code == 0 and "1 record" in stdout
     assert "cryptography.hazmat.primitives.ciphers.aead" in modules
     assert not set(modules) & {"hashlib", "_hashlib", "hmac", "rich", "yaml"}
+    # main's fast path and the Frozen records: no click, no dataclass machinery.
+    assert not set(modules) & {"click", "dataclasses", "inspect"}

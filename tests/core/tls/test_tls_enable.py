@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from ktls_core.errors import Errno
@@ -161,7 +159,7 @@ def test_rows_are_in_freebsd_order() -> None:
 @pytest.mark.parametrize("era", ERAS)
 def test_every_row_yields_its_errno_in_its_eras(rule: EnableRule, era: str) -> None:
     changes, params = EXAMPLES[rule.name]
-    ctx = replace(OK, era=era, **changes)
+    ctx = OK.replace(era=era, **changes)
     if era in rule.eras:
         with pytest.raises(EnableError) as exc:
             check_enable(ctx, params)
@@ -213,22 +211,22 @@ def test_valid_parameters_pass_in_current(params: TlsEnable) -> None:
     ids=lambda p: f"{p.suite.name}-{p.rec_seq}",
 )
 def test_what_the_2019_kernel_let_through_step_8(params: TlsEnable) -> None:
-    check_enable(replace(OK, era="seed"), params)
+    check_enable(OK.replace(era="seed"), params)
 
 
 def test_order_picks_the_earliest_step() -> None:
-    both = replace(OK, enable=False, listening=True, is_tcp=False)
+    both = OK.replace(enable=False, listening=True, is_tcp=False)
     with pytest.raises(EnableError) as exc:
         check_enable(both, gcm(tls_vmajor=9))
     assert exc.value.errno == Errno.EOPNOTSUPP and not exc.value.counted
     with pytest.raises(EnableError) as exc:
-        check_enable(replace(OK, listening=True, is_tcp=False), gcm())
+        check_enable(OK.replace(listening=True, is_tcp=False), gcm())
     assert exc.value.rule.name == "listening" and not exc.value.counted
     with pytest.raises(EnableError) as exc:
-        check_enable(replace(OK, has_session=True, cbc_enable=False, mb_use_ext_pgs=False), cbc())
+        check_enable(OK.replace(has_session=True, cbc_enable=False, mb_use_ext_pgs=False), cbc())
     assert exc.value.errno == Errno.EALREADY and exc.value.counted
     with pytest.raises(EnableError) as exc:
-        check_enable(replace(OK, mb_use_ext_pgs=False), gcm(key=0))
+        check_enable(OK.replace(mb_use_ext_pgs=False), gcm(key=0))
     assert exc.value.errno == Errno.ENXIO
 
 
