@@ -46,6 +46,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # click words, anything unusual): click then runs the command from the start.
 FAST: dict[str, str] = {
     "send": "ktls_cli.commands.send_run:run_fast",
+    "sysctl": "ktls_cli.commands.sysctl:run_fast",
 }
 LIBXO_WORDS = {"json", "text", "pretty", "warn", "flush", "flush-line"}
 FORMATS = ("text", "json", "yaml")

@@ -13,11 +13,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import click
-
 from ktls_cli.env import Env
 
 if TYPE_CHECKING:
+    import click
     from click.shell_completion import CompletionItem
 
     from ktls_core.errors import KtlsError
@@ -34,45 +33,6 @@ USAGE = (
 OPTSTRING = "AabdehiNnoqTtWwxXf:"
 EXIT_USAGE = 2  # ktls policy (FreeBSD's usage() exits 1)
 STATS_KINDS = ("counter", "gauge")  # CTLFLAG_STATS: what -W leaves out
-
-
-class SysctlCommand(click.Command):
-    """A click command whose usage lines are sysctl(8)'s and whose options getopt(3) reads."""
-
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write(USAGE)
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """sysctl(8)'s getopt(3) over the arguments; click keeps --help and completion.
-
-        Every option of sysctl is one letter. click would try each `-n` as a long
-        option first and build a NoSuchOption (difflib, gettext, locale: 1.4 ms, a
-        tenth of this command's own start-up) before it finds the short one; BSD
-        getopt also gives FreeBSD's grouping and diagnostics (`illegal option -- z`).
-        """
-        from ktls_cli.getopt import GetoptError, getopt
-
-        if ctx.resilient_parsing:
-            return super().parse_args(ctx, args)
-        try:
-            opts, operands = getopt(TOOL, list(args), OPTSTRING)
-        except GetoptError as exc:
-            if "--help" in args:
-                return super().parse_args(ctx, args)
-            env = ctx.find_object(Env)
-            err = env.stderr if env is not None else sys.stderr
-            err.write(f"{exc.message}\n{USAGE}")
-            raise click.exceptions.Exit(EXIT_USAGE) from None
-        params: dict[str, Any] = {"filename": None, "names": tuple(operands)}
-        params.update((f"flag_{c}", False) for c in OPTSTRING.replace("f:", ""))
-        for letter, value in opts:
-            if letter == "f":
-                params["filename"] = value
-            else:
-                params[f"flag_{letter}"] = True
-        ctx.params.update(params)
-        ctx.args = []
-        return []
 
 
 class UsageError(Exception):
@@ -322,46 +282,23 @@ def _complete_names(
         return []
 
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+def _options(words: list[str]) -> dict[str, Any]:
+    """sysctl(8)'s getopt(3) over the words: the command's parameters (GetoptError)."""
+    from ktls_cli.getopt import getopt
+
+    opts, operands = getopt(TOOL, list(words), OPTSTRING)
+    params: dict[str, Any] = {"filename": None, "names": tuple(operands)}
+    params.update((f"flag_{c}", False) for c in OPTSTRING.replace("f:", ""))
+    for letter, value in opts:
+        if letter == "f":
+            params["filename"] = value
+        else:
+            params[f"flag_{letter}"] = True
+    return params
 
 
-def _flag(letter: str, help_text: str, *, hidden: bool = False) -> Callable[[_F], _F]:
-    return click.option(f"-{letter}", f"flag_{letter}", is_flag=True, help=help_text, hidden=hidden)
-
-
-@click.command(
-    "sysctl",
-    cls=SysctlCommand,
-    # BSD getopt stops at the first name: `ktls sysctl kern.ipc.tls -d` asks for `-d`.
-    context_settings={"allow_interspersed_args": False},
-)
-@_flag("a", "List all the oids of the kernel (ignored when names are given).")
-@_flag("A", "Same as -o -a (compatibility).", hidden=True)
-@_flag("b", "Print values as raw binary, without names or newlines.")
-@_flag("d", "Print the description of each oid instead of its value.")
-@_flag("e", "Separate name and value with '=' (output that sysctl can read back).")
-@click.option("-f", "filename", metavar="filename", help="Process name=value lines from a file.")
-@_flag("h", "Format numbers with thousands separators.")
-@_flag("i", "Ignore unknown oids (the argument does not fail).")
-@_flag("N", "Print names only.")
-@_flag("n", "Print values only.")
-@_flag("o", "Show opaque values too (there are none in the KTLS MIB).")
-@_flag("q", "Do not report unknown oids (the argument still fails).")
-@_flag("T", "Show only loader tunables.")
-@_flag("t", "Print the type of each oid.")
-@_flag("W", "Show only writable oids that are not statistics.")
-@_flag("w", "Ignored (compatibility).", hidden=True)
-@_flag("x", "Print values in hexadecimal.")
-@_flag("X", "Same as -x -a (compatibility).", hidden=True)
-@click.argument("names", nargs=-1, metavar="name[=value] ...", shell_complete=_complete_names)
-@click.pass_obj
-def cli(env: Env, /, filename: str | None, names: tuple[str, ...], **letters: bool) -> None:
-    """Get or set kernel state, as sysctl(8) does.
-
-    A node (kern.ipc.tls) prints every leaf below it in the profile's fixed order;
-    NAME=VALUE (or NAME:VALUE) sets a value and prints 'name: old -> new'.
-    Exit status: 0 success, 1 if any argument failed, 2 usage error.
-    """
+def run(env: Env, filename: str | None, names: tuple[str, ...], **letters: bool) -> int:
+    """The command, from its parameters: the exit status."""
     flags = Flags(**{k.removeprefix("flag_"): v for k, v in letters.items() if k[-1] not in "AXw"})
     if letters["flag_A"]:
         flags.a = flags.o = True
@@ -373,9 +310,119 @@ def cli(env: Env, /, filename: str | None, names: tuple[str, ...], **letters: bo
         if exc.message:
             env.err(f"{TOOL}: {exc.message}")
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE) from None
-    if failures:
-        raise click.exceptions.Exit(1)
+        return EXIT_USAGE
+    return 1 if failures else 0
+
+
+def run_fast(env: Env, words: list[str]) -> int | None:
+    """main's fast path (no click): what the click command does, or None for --help."""
+    from ktls_cli.getopt import GetoptError
+
+    try:
+        params = _options(words)
+    except GetoptError as exc:
+        if "--help" in words:
+            return None  # click's help, as SysctlCommand gives it
+        env.stderr.write(f"{exc.message}\n{USAGE}")
+        return EXIT_USAGE
+    return run(env, **params)
+
+
+def _click_command() -> click.Command:
+    """The click command (help, completion, `ktls_cli.main.cli`): built on first use, so
+    that the fast path never imports click."""
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    class SysctlCommand(click.Command):
+        """A click command whose usage lines are sysctl(8)'s and whose options getopt(3) reads."""
+
+        def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            formatter.write(USAGE)
+
+        def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+            """sysctl(8)'s getopt(3) over the arguments; click keeps --help and completion.
+
+            Every option of sysctl is one letter. click would try each `-n` as a long
+            option first and build a NoSuchOption (difflib, gettext, locale: 1.4 ms)
+            before it finds the short one; BSD getopt also gives FreeBSD's grouping and
+            diagnostics (`illegal option -- z`).
+            """
+            from ktls_cli.getopt import GetoptError
+
+            if ctx.resilient_parsing:
+                return super().parse_args(ctx, args)
+            try:
+                ctx.params.update(_options(args))
+            except GetoptError as exc:
+                if "--help" in args:
+                    return super().parse_args(ctx, args)
+                env = ctx.find_object(Env)
+                err = env.stderr if env is not None else sys.stderr
+                err.write(f"{exc.message}\n{USAGE}")
+                raise click.exceptions.Exit(EXIT_USAGE) from None
+            ctx.args = []
+            return []
+
+    F = TypeVar("F", bound=Callable[..., Any])
+
+    def flag(letter: str, help_text: str, *, hidden: bool = False) -> Callable[[F], F]:
+        return click.option(
+            f"-{letter}", f"flag_{letter}", is_flag=True, help=help_text, hidden=hidden
+        )
+
+    @click.command(
+        "sysctl",
+        cls=SysctlCommand,
+        # BSD getopt stops at the first name: `ktls sysctl kern.ipc.tls -d` asks for `-d`.
+        context_settings={"allow_interspersed_args": False},
+    )
+    @flag("a", "List all the oids of the kernel (ignored when names are given).")
+    @flag("A", "Same as -o -a (compatibility).", hidden=True)
+    @flag("b", "Print values as raw binary, without names or newlines.")
+    @flag("d", "Print the description of each oid instead of its value.")
+    @flag("e", "Separate name and value with '=' (output that sysctl can read back).")
+    @click.option(
+        "-f", "filename", metavar="filename", help="Process name=value lines from a file."
+    )
+    @flag("h", "Format numbers with thousands separators.")
+    @flag("i", "Ignore unknown oids (the argument does not fail).")
+    @flag("N", "Print names only.")
+    @flag("n", "Print values only.")
+    @flag("o", "Show opaque values too (there are none in the KTLS MIB).")
+    @flag("q", "Do not report unknown oids (the argument still fails).")
+    @flag("T", "Show only loader tunables.")
+    @flag("t", "Print the type of each oid.")
+    @flag("W", "Show only writable oids that are not statistics.")
+    @flag("w", "Ignored (compatibility).", hidden=True)
+    @flag("x", "Print values in hexadecimal.")
+    @flag("X", "Same as -x -a (compatibility).", hidden=True)
+    @click.argument("names", nargs=-1, metavar="name[=value] ...", shell_complete=_complete_names)
+    @click.pass_obj
+    def cli(env: Env, /, filename: str | None, names: tuple[str, ...], **letters: bool) -> None:
+        """Get or set kernel state, as sysctl(8) does.
+
+        A node (kern.ipc.tls) prints every leaf below it in the profile's fixed order;
+        NAME=VALUE (or NAME:VALUE) sets a value and prints 'name: old -> new'.
+        Exit status: 0 success, 1 if any argument failed, 2 usage error.
+        """
+        code = run(env, filename, names, **letters)
+        if code:
+            raise ExitStatus(code)
+
+    return cli
+
+
+_CLI: list[click.Command] = []
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cli":
+        if not _CLI:
+            _CLI.append(_click_command())
+        return _CLI[0]
+    raise AttributeError(name)
 
 
 def _main(env: Env, flags: Flags, filename: str | None, names: list[str]) -> int:

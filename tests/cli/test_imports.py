@@ -60,6 +60,17 @@ def test_sysctl_n_imports_only_the_allow_list(state: str, init_state: Any) -> No
     assert outside == []
     assert not {m.split(".")[0] for m in modules} & FORBIDDEN
     assert not set(modules) & SLOW_STDLIB
+    assert "click" not in modules  # main's fast path: sysctl reads its words with getopt
+
+
+def test_sysctl_errors_and_help_are_the_same_on_both_paths(state: str, init_state: Any) -> None:
+    """The fast path prints getopt's complaint and the usage itself; --help is click's."""
+    init_state(state)
+    stdout, code, modules = _imports(state, "sysctl", "-z", "kern.ipc.tls.enable")
+    assert (stdout, code, "click" in modules) == ("", 2, False)
+    stdout, code, modules = _imports(state, "sysctl", "--help")
+    assert code == 0 and "click" in modules
+    assert stdout.startswith("usage: ktls sysctl [-bdehiNnoqTtWx] [-f filename] name[=value]")
 
 
 def test_the_check_sees_a_heavy_import(state: str, init_state: Any) -> None:
