@@ -7,7 +7,11 @@ getopt's own lines (`tcpdrop: illegal option -- x`), raised as GetoptError.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ktls_cli.env import Env
 
 # click context settings for a command that reads its own argv as a FreeBSD tool
 # does: every word reaches the command untouched, only --help is click's.
@@ -67,3 +71,33 @@ class UsageProblem(Exception):
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or "usage")
         self.message = message
+
+
+def lazy_command(build: Callable[[], Any]) -> Callable[[str], Any]:
+    """A module __getattr__ that builds the module's click command `cli` on first use.
+
+    The FreeBSD-style commands run from main's fast path without click (importing it
+    is ~10 ms); click declares them only for --help, completion and the group.
+    """
+    made: list[Any] = []
+
+    def __getattr__(name: str) -> Any:
+        if name != "cli":
+            raise AttributeError(name)
+        if not made:
+            made.append(build())
+        return made[0]
+
+    return __getattr__
+
+
+def fast_argv(run: Callable[[Env, list[str]], int]) -> Callable[[Env, list[str]], int | None]:
+    """main's fast path for a command that reads its own argv (FREEBSD_ARGV): the same
+    run(), except for the words click acts on itself (--help; `--`, which click drops)."""
+
+    def run_fast(env: Env, words: list[str]) -> int | None:
+        if "--help" in words or "--" in words:
+            return None
+        return run(env, words)
+
+    return run_fast

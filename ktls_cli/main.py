@@ -47,6 +47,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FAST: dict[str, str] = {
     "send": "ktls_cli.commands.send_run:run_fast",
     "sysctl": "ktls_cli.commands.sysctl:run_fast",
+    "switch_tls": "ktls_cli.commands.switch_tls:run_fast",
+    "ifconfig": "ktls_cli.commands.ifconfig:run_fast",
 }
 LIBXO_WORDS = {"json", "text", "pretty", "warn", "flush", "flush-line"}
 FORMATS = ("text", "json", "yaml")

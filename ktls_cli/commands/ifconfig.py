@@ -18,14 +18,13 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from ktls_cli.env import Env
+from ktls_cli.getopt import fast_argv, lazy_command
 
 if TYPE_CHECKING:
+    import click
     from click.shell_completion import CompletionItem
 
     from ktls_core.errors import KtlsError
@@ -55,13 +54,6 @@ FLAGWORDS = {
 }  # fmt: skip
 
 
-class IfconfigCommand(click.Command):
-    """A click command whose usage lines are ifconfig(8)'s."""
-
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write(USAGE)
-
-
 class Usage(Exception):
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or "usage")
@@ -72,12 +64,15 @@ class Stop(Exception):
     """err()/errx(): print `ifconfig: message`, stop, exit 1."""
 
 
-@dataclass
 class Outcome:
-    out: list[str] = field(default_factory=list)
-    err: list[str] = field(default_factory=list)
-    exit: int = 0
-    doc: Any = None
+    """What a run prints and its status (plain classes here: no dataclass machinery on
+    the start-up path, issue 8)."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.exit = 0
+        self.doc: Any = None
 
     def warn(self, message: str) -> None:
         self.err.append(f"{TOOL}: {message}")
@@ -280,21 +275,21 @@ def status_dict(net: Network, name: str) -> dict[str, Any]:
 # --- parameters -------------------------------------------------------------------------
 
 
-@dataclass
 class AddrReq:
     """What setifaddr()/notealias() noted; applied after all parameters."""
 
-    af: str = "inet"
-    addr: str | None = None
-    prefixlen: int | None = None
-    broadcast: str | None = None
-    doalias: int = 0  # 1 alias, -1 -alias/delete
+    def __init__(self, af: str = "inet") -> None:
+        self.af = af
+        self.addr: str | None = None
+        self.prefixlen: int | None = None
+        self.broadcast: str | None = None
+        self.doalias = 0  # 1 alias, -1 -alias/delete
 
 
-@dataclass
 class VlanReq:
-    tag: int | None = None
-    parent: str | None = None
+    def __init__(self) -> None:
+        self.tag: int | None = None
+        self.parent: str | None = None
 
 
 def _atoi(text: str) -> int:
@@ -599,35 +594,15 @@ def _complete_args(
         return []
 
 
-@click.command(
-    "ifconfig",
-    cls=IfconfigCommand,
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-)
-@click.argument(
-    "args",
-    nargs=-1,
-    type=click.UNPROCESSED,
-    metavar="[-a|-l|-m|-u|-d] [interface [create|destroy] [parameters]]",
-    shell_complete=_complete_args,
-)
-@click.pass_obj
-def cli(env: Env, /, args: tuple[str, ...]) -> None:
-    """Configure network interfaces, as ifconfig(8) does.
-
-    With no interface, list them all (-a). Parameters apply in order: up, down,
-    mtu N, inet|inet6 ADDR[/LEN] [alias|-alias], txtls, -txtls, txtls4, txtls6,
-    txtlsrtlmt (current profile), vlan N vlandev IF, laggproto PROTO,
-    laggport IF, -laggport IF, create, destroy. See ktls-ifconfig(8).
-    Exit status: 0 success, 1 failure, 2 usage error.
-    """
+def run(env: Env, args: list[str]) -> int:
+    """The command: the exit status."""
     try:
-        outcome = _main(env, list(args))
+        outcome = _main(env, args)
     except Usage as exc:
         if exc.message:
             env.err(f"{TOOL}: {exc.message}")
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE) from None
+        return EXIT_USAGE
     if not env.machine:  # a document is the whole of stdout (the created name is in it)
         for line in outcome.out:
             env.out(line)
@@ -638,8 +613,53 @@ def cli(env: Env, /, args: tuple[str, ...]) -> None:
         from ktls_cli.render import document
 
         document(env, TOOL, outcome.doc)
-    if outcome.exit:
-        raise click.exceptions.Exit(outcome.exit)
+    return outcome.exit
+
+
+run_fast = fast_argv(run)
+
+
+def _click_command() -> click.Command:
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    class IfconfigCommand(click.Command):
+        """A click command whose usage lines are ifconfig(8)'s."""
+
+        def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            formatter.write(USAGE)
+
+    @click.command(
+        "ifconfig",
+        cls=IfconfigCommand,
+        context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    )
+    @click.argument(
+        "args",
+        nargs=-1,
+        type=click.UNPROCESSED,
+        metavar="[-a|-l|-m|-u|-d] [interface [create|destroy] [parameters]]",
+        shell_complete=_complete_args,
+    )
+    @click.pass_obj
+    def cli(env: Env, /, args: tuple[str, ...]) -> None:
+        """Configure network interfaces, as ifconfig(8) does.
+
+        With no interface, list them all (-a). Parameters apply in order: up, down,
+        mtu N, inet|inet6 ADDR[/LEN] [alias|-alias], txtls, -txtls, txtls4, txtls6,
+        txtlsrtlmt (current profile), vlan N vlandev IF, laggproto PROTO,
+        laggport IF, -laggport IF, create, destroy. See ktls-ifconfig(8).
+        Exit status: 0 success, 1 failure, 2 usage error.
+        """
+        code = run(env, list(args))
+        if code:
+            raise ExitStatus(code)
+
+    return cli
+
+
+__getattr__ = lazy_command(_click_command)
 
 
 def _flags(args: list[str]) -> tuple[set[str], list[str]]:

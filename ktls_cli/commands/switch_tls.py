@@ -10,16 +10,21 @@ exits 1 there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import click
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ktls_cli.connections import conn_entry
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, UsageProblem, getopt
+from ktls_cli.getopt import (
+    FREEBSD_ARGV,
+    GetoptError,
+    UsageProblem,
+    fast_argv,
+    getopt,
+    lazy_command,
+)
 
 if TYPE_CHECKING:
+    import click
     from click.shell_completion import CompletionItem
 
     from ktls_core.net.tcp import Endpoints
@@ -37,13 +42,11 @@ OPTSTRING = "ailS:s"
 DEFAULT_STACK = "freebsd"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
-pass_env = click.make_pass_decorator(Env)
 
 
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     ifnet: bool = False  # -i; -s (the default) is software
     all: bool = False  # -a
     stack: str | None = None  # -S stack
@@ -122,37 +125,52 @@ def complete_words(
 
 
 
-@click.command(
-    "switch_tls",
-    context_settings=FREEBSD_ARGV,
-    add_help_option=True,
-)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_words)
-@pass_env
-def cli(env: Env, argv: tuple[str, ...]) -> None:
-    """Switch TLS connections between software (-s, the default) and ifnet (-i).
-
-    \b
-    switch_tls [-i | -s] local-address local-port foreign-address foreign-port
-    switch_tls [-i | -s] local-address:local-port foreign-address:foreign-port
-    switch_tls [-i | -s] local-address.local-port foreign-address.foreign-port
-    switch_tls [-l | -i | -s] -a
-    switch_tls [-l | -i | -s] -S stack
-
-    -a switches every connection that is not listening, -S only those on the
-    TCP stack named (only "freebsd" exists), -l prints the switch_tls commands
-    instead of running them. Exit status: 0 success, 1 when any connection
-    failed, 2 usage error.
-    """
+def run(env: Env, argv: list[str]) -> int:
+    """The command (what main() of switch_tls.c does): the exit status."""
     try:
-        request = parse_args(list(argv))
+        request = parse_args(argv)
     except UsageProblem as problem:
         if problem.message:
             env.err(problem.message)
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE) from None
-    code = _run(env, request)
-    raise click.exceptions.Exit(code)
+        return EXIT_USAGE
+    return _run(env, request)
+
+
+run_fast = fast_argv(run)
+
+
+def _click_command() -> click.Command:
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    @click.command("switch_tls", context_settings=FREEBSD_ARGV, add_help_option=True)
+    @click.argument("argv", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_words)
+    @click.pass_obj
+    def cli(env: Env, argv: tuple[str, ...]) -> None:
+        """Switch TLS connections between software (-s, the default) and ifnet (-i).
+
+        \b
+        switch_tls [-i | -s] local-address local-port foreign-address foreign-port
+        switch_tls [-i | -s] local-address:local-port foreign-address:foreign-port
+        switch_tls [-i | -s] local-address.local-port foreign-address.foreign-port
+        switch_tls [-l | -i | -s] -a
+        switch_tls [-l | -i | -s] -S stack
+
+        -a switches every connection that is not listening, -S only those on the
+        TCP stack named (only "freebsd" exists), -l prints the switch_tls commands
+        instead of running them. Exit status: 0 success, 1 when any connection
+        failed, 2 usage error.
+        """
+        code = run(env, list(argv))
+        if code:
+            raise ExitStatus(code)
+
+    return cli
+
+
+__getattr__ = lazy_command(_click_command)
 
 
 def _run(env: Env, request: Request) -> int:

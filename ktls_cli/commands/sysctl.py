@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ktls_cli.env import Env
+from ktls_cli.getopt import lazy_command
 
 if TYPE_CHECKING:
     import click
@@ -414,15 +415,7 @@ def _click_command() -> click.Command:
     return cli
 
 
-_CLI: list[click.Command] = []
-
-
-def __getattr__(name: str) -> Any:
-    if name == "cli":
-        if not _CLI:
-            _CLI.append(_click_command())
-        return _CLI[0]
-    raise AttributeError(name)
+__getattr__ = lazy_command(_click_command)
 
 
 def _main(env: Env, flags: Flags, filename: str | None, names: list[str]) -> int:

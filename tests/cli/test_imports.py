@@ -73,6 +73,18 @@ def test_sysctl_errors_and_help_are_the_same_on_both_paths(state: str, init_stat
     assert stdout.startswith("usage: ktls sysctl [-bdehiNnoqTtWx] [-f filename] name[=value]")
 
 
+def test_the_freebsd_tools_run_without_click(state: str, init_state: Any) -> None:
+    """main's fast path: ifconfig and switch_tls read their own words (issue 8);
+    `--help` and `--` (which click drops) are still click's."""
+    init_state(state)
+    for args in (["ifconfig", "cc0"], ["switch_tls", "-l", "-a"], ["ifconfig", "-z"]):
+        _, code, modules = _imports(state, *args)
+        assert code in (0, 2) and "click" not in modules, args
+    for args in (["ifconfig", "--help"], ["switch_tls", "--", "-a"]):
+        _, _code, modules = _imports(state, *args)
+        assert "click" in modules, args
+
+
 def test_the_check_sees_a_heavy_import(state: str, init_state: Any) -> None:
     """The same probe on a command that needs yaml reports it (the check can fail)."""
     init_state(state)
