@@ -1,8 +1,10 @@
 """State lifecycle: init (boot with options), summary, export and import.
 
-A new state is always built at a temporary path beside the old one and moved into
-place with one rename, so `state init --force` and `state import` replace the
-state atomically: a concurrent command sees the old kernel or the new one.
+A new state is always built at a temporary path beside the old one, then put in
+place by store.install: copied over the old state in one write transaction, so
+`state init --force` and `state import` replace the state atomically even while
+other commands have it open: each sees the old kernel or the new one, and one
+that read the old kernel cannot write into the new one (it fails, one line).
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from typing import Any
 
 from ktls_core.errors import StateError
 from ktls_core.kernel import Kernel
-from ktls_core.store import EXPORT_TABLES, SCHEMA_VERSION, SECRET_COLUMNS, Store, remove_state
+from ktls_core.store import (
+    EXPORT_TABLES,
+    SCHEMA_VERSION,
+    SECRET_COLUMNS,
+    Store,
+    install,
+    remove_state,
+)
 
 EXPORT_FORMAT = 1  # the layout of an export document (not the database schema)
 EXPORT_KEY = "ktls_state"
@@ -45,13 +54,14 @@ def init_state(
 
         load_topology(topology)
     tmp = _tmp_path(path, "init")
+    remove_state(tmp)  # left by a killed init of a process with our pid
     try:
         kernel = Kernel.open(tmp, create=True, boot=False)
         try:
             kernel.boot(profile, topology=topology, seed=seed, tunables=values)
         finally:
             kernel.store.close()
-        _install(tmp, path)
+        install(tmp, path)
     finally:
         remove_state(tmp)
     return {"path": path, "profile": profile, "seed": seed, "tunables": values}
@@ -59,21 +69,6 @@ def init_state(
 
 def _tmp_path(path: str, what: str) -> str:
     return f"{path}.{what}-{os.getpid()}"
-
-
-def _install(tmp: str, path: str) -> None:
-    """Move the closed database `tmp` over `path` (one rename: atomic).
-
-    The old state's -wal and -shm go first: SQLite would replay an old WAL into the
-    new file, since nothing in a WAL names the database it belongs to.
-    """
-    for suffix in ("-wal", "-shm", "-journal"):
-        if os.path.lexists(path + suffix):
-            os.unlink(path + suffix)
-    try:
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise StateError(path, f"cannot replace state file: {exc.strerror}") from None
 
 
 # -- summary ------------------------------------------------------------------------------
@@ -221,9 +216,9 @@ def import_state(path: str, text: str, *, source: str = "export") -> dict[str, A
     """`state import`: replace the state at `path` with an export, atomically.
 
     The export is loaded into a new database at its own schema version, migrated to
-    the current one, checked to boot (it has a profile), and only then renamed over
-    the old state. Raises ValueError (naming `source`) for a bad export; the old
-    state is untouched then.
+    the current one, checked to boot (it has a profile), and only then installed
+    over the old state (store.install). Raises ValueError (naming `source`) for a
+    bad export; the old state is untouched then.
     """
     path = os.path.abspath(path)
     schema, tables = _load_export(text, source)
@@ -257,7 +252,7 @@ def import_state(path: str, text: str, *, source: str = "export") -> dict[str, A
             raise
         finally:
             store.close()
-        _install(tmp, path)
+        install(tmp, path)
     finally:
         remove_state(tmp)
     return {"path": path, "source": source, "schema": schema, "profile": profile}

@@ -4,6 +4,14 @@ Every command is one transaction (BEGIN IMMEDIATE for commands that change
 anything), so concurrent shell scripts serialise on the database and never lose
 an update. The file is created 0600 in a 0700 directory; a file that is not ours,
 is newer than this code, or is damaged raises StateError naming the file.
+
+A state in use is replaced (`install`) in place, by one write transaction, never
+by renaming a new file over it: SQLite finds the -wal and -shm by name, so a
+rename lets a command pair the new file with the old WAL (replayed into it) or
+keep writing into the unlinked old file. Each transaction checks, under its lock,
+that the path is still the file it opened and that the state's generation (the
+schema cookie, which only a replacement or a migration moves) is the one its
+earlier transactions saw, and fails with one line otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import collections
 import os
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -23,6 +32,9 @@ APPLICATION_ID = 0x6B544C53
 BUSY_TIMEOUT_MS = 60_000
 BUSY = "state is busy (another ktls holds it)"
 BUSY_HINT = "try again when that command is done"
+RERUN_HINT = "run the command again"
+REPLACED = "state was replaced (state init --force or state import) while this command ran"
+MOVED = "state file was replaced or removed while this command ran"
 
 # Migrations: MIGRATIONS[n] brings a database from schema version n to n + 1.
 # A migration is a list of statements; never edit one that has shipped, append a new one.
@@ -96,8 +108,8 @@ def default_path(environ: dict[str, str] | None = None) -> str:
     return os.path.join(base, "ktls", "kernel.db")
 
 
-def _check_existing(path: str) -> None:
-    """Refuse, before SQLite touches it, a file that cannot be our state."""
+def _check_existing(path: str) -> os.stat_result:
+    """Refuse, before SQLite touches it, a file that cannot be our state; its stat."""
     try:
         st = os.stat(path)
     except PermissionError as exc:
@@ -131,7 +143,7 @@ def _check_existing(path: str) -> None:
     if path in _OPEN_PATHS:
         # close() of any descriptor on the file drops every POSIX lock this process
         # holds on it, SQLite's WAL locks included; this process checked it already.
-        return
+        return st
     try:
         with open(path, "rb") as fh:
             head = fh.read(100)
@@ -149,20 +161,33 @@ def _check_existing(path: str) -> None:
         raise StateError(
             path, f"state schema {version} is newer than this ktls understands ({SCHEMA_VERSION})"
         )
+    return st
 
 
 # State files this process has open through SQLite, with how many connections
 # (see _check_existing).
 _OPEN_PATHS: collections.Counter[str] = collections.Counter()
+_OPEN_PATHS_LOCK = threading.Lock()  # serve's threads open and close their own Stores
+
+
+_UNSET = (-1, -1)  # a Store made without open(): its file is taken at the first transaction
 
 
 class Store:
     """An open state database. `created` is True when open() had to create it."""
 
-    def __init__(self, path: str, conn: sqlite3.Connection, created: bool) -> None:
+    def __init__(
+        self, path: str, conn: sqlite3.Connection, created: bool, ident: tuple[int, int] = _UNSET
+    ) -> None:
         self.path = path
         self.conn = conn
         self.created = created
+        # (st_dev, st_ino) of the file opened, and the generation the caller's first
+        # transaction saw (see _check_same_state).
+        self._ident = ident
+        self._generation: int | None = None
+        with _OPEN_PATHS_LOCK:
+            _OPEN_PATHS[path] += 1
 
     @classmethod
     def open(cls, path: str, *, create: bool = True, schema: int | None = None) -> Store:
@@ -177,19 +202,23 @@ class Store:
             if not create:
                 raise StateError(path, "no state file")
             created = _create(path, schema)
-        _check_existing(path)
+        st = _check_existing(path)
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            store = cls(path, conn, created)
-            store._verify()
-            store.migrate(schema)
-            _OPEN_PATHS[path] += 1
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise _state_error(path, exc) from None
+        store = cls(path, conn, created, (st.st_dev, st.st_ino))
+        try:
+            store._verify()
+            store.migrate(schema)
+            store._generation = None  # the caller's first transaction sets it
+        except sqlite3.DatabaseError as exc:
+            store.close()
+            raise _state_error(path, exc) from None
         except BaseException:
-            conn.close()
+            store.close()
             raise
         return store
 
@@ -228,6 +257,7 @@ class Store:
                 for statement in step:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {target}")
+            self._generation = None  # our own schema change: not a replacement
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -269,21 +299,176 @@ class Store:
         # WAL returns at once (e.g. while another process checkpoints).
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
+            begun = False
             try:
                 self.conn.execute(statement)
-                return
+                begun = True
+                # The generation read starts the snapshot of a deferred BEGIN, so the
+                # checks below see the state this transaction works on.
+                generation = int(self.conn.execute("PRAGMA schema_version").fetchone()[0])
+                break
             except sqlite3.DatabaseError as exc:
+                if begun:
+                    self._rollback()
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise _state_error(self.path, exc) from None
                 if time.monotonic() > deadline:
                     raise StateError(self.path, BUSY, BUSY_HINT) from None
                 time.sleep(0.005)
+        try:
+            self._check_same_state(generation)
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _check_same_state(self, generation: int) -> None:
+        """Refuse to go on with a state that is not the one this Store worked on.
+
+        The path no longer names the file SQLite has open (state reset, a file moved
+        over it): everything written would go into a file nobody will read. Or the
+        state was replaced in place since the caller's first transaction: what the
+        caller read then (a session, a connection id, the profile) belongs to
+        another kernel. One stat() and one PRAGMA, no table read.
+        """
+        try:
+            st = os.stat(self.path)
+            ident = (st.st_dev, st.st_ino)
+        except (FileNotFoundError, NotADirectoryError):
+            raise StateError(self.path, MOVED, RERUN_HINT) from None
+        except OSError as exc:
+            raise StateError(self.path, f"cannot read state file: {exc.strerror}") from None
+        if self._ident == _UNSET:
+            self._ident = ident
+        elif ident != self._ident:
+            raise StateError(self.path, MOVED, RERUN_HINT)
+        if self._generation is None:
+            self._generation = generation
+        elif generation != self._generation:
+            raise StateError(self.path, REPLACED, RERUN_HINT)
+
+    def replace_with(self, source: str) -> None:
+        """Make this state a copy of the database at `source`, in one write transaction.
+
+        The transaction waits for the command writing the state, and the next
+        writers wait for it: each command sees the old kernel or the new one, and no
+        file is renamed under a process that has it open (see the module docstring).
+        """
+        # Zero the old state's freed pages: its session keys must not linger in the file.
+        self.conn.execute("PRAGMA secure_delete = ON")
+        self.conn.execute("ATTACH DATABASE ? AS new", (source,))
+        try:
+            with self.write() as conn:
+                _copy_attached(conn)
+                self._generation = None  # our own replacement
+        finally:
+            with suppress(sqlite3.Error):
+                self.conn.execute("DETACH DATABASE new")
 
     def close(self) -> None:
         self.conn.close()
-        _OPEN_PATHS[self.path] -= 1
-        if _OPEN_PATHS[self.path] <= 0:
-            del _OPEN_PATHS[self.path]
+        with _OPEN_PATHS_LOCK:
+            _OPEN_PATHS[self.path] -= 1
+            if _OPEN_PATHS[self.path] <= 0:
+                del _OPEN_PATHS[self.path]
+
+
+def _copy_attached(conn: sqlite3.Connection) -> None:
+    """Inside a write transaction: make `main` what the attached database `new` is.
+
+    Every table is dropped and created again from `new`'s schema, so the schema
+    cookie (the generation other Stores check) moves.
+    """
+    internal = "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+    old = conn.execute(
+        f"SELECT type, name FROM main.sqlite_master WHERE type IN ('table', 'view') AND {internal}"
+    ).fetchall()
+    for kind, name in old:
+        conn.execute(f'DROP {kind.upper()} main."{name}"')
+    # Tables (with their rows) before the indexes on them.
+    objects = conn.execute(
+        f"SELECT type, name, sql FROM new.sqlite_master WHERE sql IS NOT NULL AND {internal}"
+        " ORDER BY type != 'table', rowid"
+    ).fetchall()
+    for kind, name, sql in objects:
+        conn.execute(sql)  # unqualified: created in main
+        if kind == "table":
+            conn.execute(f'INSERT INTO main."{name}" SELECT * FROM new."{name}"')
+    tables = {r[0] for r in conn.execute("SELECT name FROM new.sqlite_master")}
+    if "sqlite_sequence" in tables:  # AUTOINCREMENT's high-water marks, as they were
+        conn.execute("DELETE FROM main.sqlite_sequence")
+        conn.execute("INSERT INTO main.sqlite_sequence SELECT * FROM new.sqlite_sequence")
+    for pragma in ("application_id", "user_version"):
+        value = int(conn.execute(f"PRAGMA new.{pragma}").fetchone()[0])
+        conn.execute(f"PRAGMA main.{pragma} = {value}")
+
+
+def install(source: str, path: str) -> None:
+    """Make the closed, complete database `source` the state at `path`, atomically.
+
+    No state yet: `source` is linked into place. A state that opens is replaced in
+    place (Store.replace_with), safe against every process that has it open. A state
+    that this ktls cannot open (damaged, not ours, newer) is not in use by it:
+    `source` is renamed over it, after its -wal and -shm, which SQLite would
+    otherwise replay into the new file (nothing in a WAL names its database).
+    """
+    path = os.path.abspath(path)
+    for _attempt in range(10):
+        try:
+            os.link(source, path)
+            return
+        except FileExistsError:
+            pass
+        except OSError:
+            if not os.path.lexists(path):  # no hard links here
+                _rename_over(source, path)
+                return
+        try:
+            store = Store.open(path, create=False, schema=0)
+        except StateError as exc:
+            if exc.problem == "no state file":  # reset meanwhile: link again
+                continue
+            if not _unusable(exc):
+                raise
+            _rename_over(source, path)
+            return
+        try:
+            store.replace_with(source)
+            return
+        except StateError as exc:
+            if exc.problem == MOVED:  # another file was put there meanwhile: replace that
+                continue
+            # Only a state damaged beyond its header (a truncated table) is renamed
+            # over; any other failure must not fall back to the unsafe rename.
+            if not _unusable(exc) or not _damaged(store):
+                raise
+        finally:
+            store.close()
+        _rename_over(source, path)
+        return
+    raise StateError(path, "cannot replace state file: it keeps disappearing")
+
+
+def _unusable(exc: StateError) -> bool:
+    """A problem with the old file itself, not one that passes (busy, full, I/O)."""
+    transient = exc.problem.startswith(("no space", "input/output")) or exc.problem == REPLACED
+    return exc.hint != BUSY_HINT and not transient
+
+
+def _damaged(store: Store) -> bool:
+    try:
+        return bool(store.conn.execute("PRAGMA quick_check").fetchall() != [("ok",)])
+    except sqlite3.DatabaseError:
+        return True
+
+
+def _rename_over(source: str, path: str) -> None:
+    try:
+        for suffix in ("-wal", "-shm", "-journal"):
+            if os.path.lexists(path + suffix):
+                os.unlink(path + suffix)
+        os.replace(source, path)
+    except OSError as exc:
+        raise StateError(path, f"cannot replace state file: {exc.strerror}") from None
 
 
 def _create(path: str, schema: int | None) -> bool:
@@ -304,9 +489,14 @@ def _create(path: str, schema: int | None) -> bool:
             # WAL lets readers go on while one command writes; the mode persists in the file.
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            Store(tmp, conn, True).migrate(schema)
-        finally:
-            conn.close()  # the last connection checkpoints the WAL into the file
+            store = Store(tmp, conn, True)
+            try:
+                store.migrate(schema)
+            finally:
+                store.close()  # the last connection checkpoints the WAL into the file
+        except BaseException:
+            conn.close()  # a no-op when the store closed it
+            raise
         try:
             os.link(tmp, path)
         except FileExistsError:

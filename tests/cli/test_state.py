@@ -171,6 +171,38 @@ def test_init_force_replaces_a_state_in_use(state: str, init_state: Any, ktls: A
     assert leftovers == []
 
 
+@pytest.mark.parametrize("how", ["init", "import"])
+def test_replacing_a_state_that_a_command_holds(
+    how: str, state: str, init_state: Any, ktls: Any, tmp_path: Path
+) -> None:
+    """In place (the same file: its -wal and -shm stay its own), and a command that read
+    the old kernel cannot write what it read into the new one: one line, no write."""
+    init_state(state, "current", "--seed", "1")
+    export = tmp_path / "export.yaml"
+    export.write_text(ktls("state", "export").stdout)
+    inode = os.stat(state).st_ino
+    running = Kernel.open(state)
+    with running.snapshot() as tx:
+        assert tx.meta("seed") == "1"
+    if how == "init":
+        result = ktls("state", "init", "--force", "--seed", "2")
+    else:
+        ktls("sysctl", "kern.ipc.tls.enable=1")
+        result = ktls("state", "import", str(export))
+    assert (result.exit, result.stderr) == (0, "")
+    assert os.stat(state).st_ino == inode
+    with pytest.raises(store.StateError) as info, running.transaction() as tx:
+        tx.set_meta("seed", "mixed")
+    running.store.close()
+    assert str(info.value) == (
+        f"{state}: state was replaced (state init --force or state import) while this"
+        " command ran; run the command again"
+    )
+    show = json.loads(ktls("--format", "json", "state", "show").stdout)["state"]
+    assert (show["seed"], show["profile"]) == (("2", "seed") if how == "init" else ("1", "current"))
+    assert ktls("sysctl", "-n", "kern.ipc.tls.enable").stdout == "0\n"
+
+
 def test_init_tunables(state: str, ktls: Any) -> None:
     result = ktls(
         "state", "init", "--profile", "current",

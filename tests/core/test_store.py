@@ -7,6 +7,7 @@ import sqlite3
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,9 +108,14 @@ def test_negative_integer_sysctl_reads_back(tmp_path: Path) -> None:
 
 def test_storage_error_inside_a_transaction_names_the_file(tmp_path: Path) -> None:
     path = str(tmp_path / "kernel.db")
-    kernel = Kernel.open(path)
+    Kernel.open(path).store.close()
+    # Damaged before this Store's first transaction: a schema change after it would
+    # read as a replaced state (test_replaced_in_place_mid_command).
+    damage = sqlite3.connect(path)
+    damage.execute("DROP TABLE dmesg")
+    damage.close()
+    kernel = Kernel(Store.open(path))
     try:
-        kernel.store.conn.execute("DROP TABLE dmesg")
         with pytest.raises(StateError) as info, kernel.snapshot() as tx:
             tx.dmesg()
         assert info.value.path == path
@@ -173,3 +179,140 @@ def test_second_open_in_one_process_keeps_the_first_connections_locks(tmp_path, 
         assert tx.sysctl("kern.ipc.tls.enable") == 1
     first.store.close()
     assert path not in store_mod._OPEN_PATHS
+
+
+# -- replacing a state in use (store.install) ----------------------------------------------
+
+
+def _source(tmp_path: Path, marker: str) -> str:
+    """A closed, booted database with meta 'marker', as state init builds one."""
+    path = str(tmp_path / f"source-{marker}.db")
+    kernel = Kernel.open(path)
+    with kernel.transaction() as tx:
+        tx.set_meta("marker", marker)
+    kernel.store.close()
+    return path
+
+
+def _marker(path: str) -> str:
+    kernel = Kernel(Store.open(path))
+    try:
+        with kernel.snapshot() as tx:
+            return str(tx.meta("marker"))
+    finally:
+        kernel.store.close()
+
+
+def test_replacement_is_in_place_and_refused_to_a_store_that_used_the_old(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "kernel.db")
+    busy = Kernel.open(path)
+    with busy.transaction() as tx:
+        tx.set_meta("marker", "old")
+    idle = Store.open(path)  # opened, no transaction yet
+    inode = os.stat(path).st_ino
+    store.install(_source(tmp_path, "new"), path)
+    # No rename: every process keeps the file, -wal and -shm that belong together.
+    assert os.stat(path).st_ino == inode
+    # What `busy` read belongs to the old kernel: its next transaction is refused.
+    with pytest.raises(StateError) as info, busy.transaction() as tx:
+        tx.set_meta("marker", "mixed")
+    assert str(info.value) == f"{path}: {store.REPLACED}; {store.RERUN_HINT}"
+    with pytest.raises(StateError, match="was replaced"), busy.snapshot():
+        pass
+    busy.store.close()
+    # `idle` had read nothing: it simply works on the new state.
+    with Kernel(idle).transaction() as tx:
+        assert tx.meta("marker") == "new"
+    idle.close()
+    assert _marker(path) == "new"
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+    assert sorted(os.listdir(tmp_path)) == ["kernel.db", "source-new.db"]
+
+
+def test_replacement_waits_for_a_running_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write lock: a transaction that began before the replacement commits into the
+    state that the replacement then replaces (so it is in what that one saw), never
+    into a file nobody reads."""
+    path = str(tmp_path / "kernel.db")
+    writer = Kernel.open(path)
+    source = _source(tmp_path, "new")
+    seen: list[object] = []
+    real = store._copy_attached
+
+    def recording(conn: sqlite3.Connection) -> None:
+        seen.append(conn.execute("SELECT value FROM main.meta WHERE key = 'w'").fetchone())
+        real(conn)
+
+    monkeypatch.setattr(store, "_copy_attached", recording)
+    swapper = threading.Thread(target=store.install, args=(source, path))
+    with writer.transaction() as tx:
+        tx.set_meta("w", "1")
+        swapper.start()
+        swapper.join(0.3)
+        assert swapper.is_alive() and seen == []  # waiting for our lock
+    swapper.join()
+    assert seen == [("1",)]
+    assert _marker(path) == "new"
+    writer.store.close()
+
+
+def test_a_file_removed_or_moved_under_a_store_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "kernel.db")
+    kernel = Kernel.open(path)
+    with kernel.transaction() as tx:
+        tx.set_meta("marker", "first")
+    store.remove_state(path)  # state reset
+    with pytest.raises(StateError) as info, kernel.transaction() as tx:
+        tx.set_meta("marker", "into the void")
+    assert str(info.value) == f"{path}: {store.MOVED}; {store.RERUN_HINT}"
+    kernel.store.close()
+    kernel = Kernel.open(path)
+    with kernel.snapshot() as tx:
+        assert tx.meta("marker") is None
+    # Renamed over it, as install does to a state that cannot be opened (after the
+    # -wal and -shm, which would otherwise pair the new file with the old WAL).
+    store._rename_over(_source(tmp_path, "moved"), path)
+    with pytest.raises(StateError, match="replaced or removed"), kernel.snapshot():
+        pass
+    kernel.store.close()
+    assert _marker(path) == "moved"
+
+
+def test_install_links_a_missing_state(tmp_path: Path) -> None:
+    path = str(tmp_path / "kernel.db")
+    source = _source(tmp_path, "new")
+    store.install(source, path)
+    assert os.path.samefile(source, path) and _marker(path) == "new"
+
+
+def test_replacement_leaves_no_old_secret_in_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old state's freed pages are zeroed (as the unlinked old file was gone), also
+    with an SQLite built without SQLITE_SECURE_DELETE (simulated: off by default)."""
+    real = sqlite3.connect
+
+    def insecure(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real(*args, **kwargs)
+        conn.execute("PRAGMA secure_delete = OFF")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", insecure)
+    path = str(tmp_path / "kernel.db")
+    secret = os.urandom(32).hex()
+    kernel = Kernel.open(path)
+    with kernel.transaction() as tx:  # pages of them, more than the new state reuses
+        for n in range(300):
+            tx.log(f"{n:04d} {secret} " + "x" * 500)
+    kernel.store.close()
+    assert secret.encode() in Path(path).read_bytes()
+    store.install(_source(tmp_path, "new"), path)
+    assert not os.path.exists(path + "-wal")  # the last close checkpointed
+    assert secret.encode() not in Path(path).read_bytes()
+    assert _marker(path) == "new"

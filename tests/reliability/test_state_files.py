@@ -7,6 +7,8 @@ fail with one line naming the file and leave it byte-for-byte alone. This module
 reuses those cases and adds:
 
 - `ktls state reset` recovers from each of them (the next command boots afresh);
+- `state init --force` and `state import` replace each of them too (renamed over:
+  no ktls can be using such a file), leaving nothing else beside the new state;
 - a read-only state directory (SQLite needs it for -wal/-shm even to read): refused
   by its mode, so root is refused too; nothing is created or changed in it; after
   the chmod the message names, the same state works again;
@@ -19,7 +21,9 @@ reuses those cases and adds:
   fail (a tmpfs of a few KiB cannot be mounted here). The command fails with one
   line, the state is unchanged and still usable, the error names the state the
   user asked for (not a temporary file), and once space is back the same command
-  works; `state reset` works even while the disk is full.
+  works; `state reset` works even while the disk is full. A replacement
+  (`state import`) that runs out of space on the state is rolled back: the old
+  state stays, in the same file, and is never renamed over instead.
 """
 
 from __future__ import annotations
@@ -65,6 +69,25 @@ def test_state_reset_recovers(case: str, state: str, init_state: Any, ktls: Any)
     reset = ktls("state", "reset")
     assert (reset.exit, reset.stdout, reset.stderr) == (0, f"{state}: removed\n", "")
     _fresh_and_private(ktls, state)
+
+
+@pytest.mark.parametrize("how", ["init", "import"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_state_init_force_and_import_recover(
+    case: str, how: str, state: str, init_state: Any, ktls: Any, tmp_path: Path
+) -> None:
+    init_state(state, "current")
+    export = tmp_path / "export.yaml"
+    export.write_text(ktls("state", "export").stdout)
+    CASES[case](state, Path(state).read_bytes())
+    replace = ["init", "--force"] if how == "init" else ["import", str(export)]
+    r = ktls("state", *replace)
+    assert (r.exit, r.stderr) == (0, ""), r
+    profile = "seed" if how == "init" else "current"
+    assert f"profile: {profile}\n" in ktls("state", "show").stdout
+    assert ktls("sysctl", "kern.ipc.tls.enable=1").exit == 0
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
+    assert os.listdir(os.path.dirname(state)) == ["kernel.db"]
 
 
 @pytest.fixture
@@ -195,3 +218,37 @@ def test_full_disk_on_first_use_names_the_state(
     assert ktls("state", "reset").exit == 0  # works on a full disk
     full_disk(False)
     _fresh_and_private(ktls, state)
+
+
+def test_full_disk_during_a_replacement_keeps_the_old_state(
+    state: str, init_state: Any, ktls: Any, run_ktls: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Only the state's own file system is full: the new state is built, the copy over
+    the old one fails and rolls back."""
+    other = str(tmp_path / "other" / "kernel.db")
+    assert run_ktls("connect", "192.0.2.10:443", "198.51.100.7:1000", "--count", "3000",
+                    state=other).exit == 0  # fmt: skip
+    big = tmp_path / "big.yaml"
+    big.write_text(run_ktls("state", "export", state=other).stdout)
+    init_state(state)
+    export = ktls("state", "export").stdout
+    inode = os.stat(state).st_ino
+    real = sqlite3.connect
+
+    def connect(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real(database, *args, **kwargs)
+        if str(database) == state:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {max(1, pages)}")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    r = ktls("state", "import", str(big), env={"KTLS_DEBUG": None})
+    assert (r.exit, r.stdout, r.stderr) == (1, "", f"ktls: {state}: {FULL}")
+    assert os.stat(state).st_ino == inode  # not renamed over as a fallback
+    assert ktls("state", "export").stdout == export
+    assert os.listdir(os.path.dirname(state)) == ["kernel.db"]
+    monkeypatch.undo()
+    assert ktls("state", "import", str(big)).exit == 0
+    assert "connections: 3000" in ktls("state", "show").stdout
