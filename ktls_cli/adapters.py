@@ -94,6 +94,31 @@ class FdSource:
             total += n
         return total
 
+    def fill_views(self, views: list[memoryview]) -> int:
+        """fill() into several buffers in order, by readv(2): a TLS 1.3 send reads each
+        record's payload straight into its slot (ktls_core.tls.output._fill_slots)."""
+        if self._repeat > 1:
+            total = 0
+            for view in views:
+                got = self._fill_again(view)
+                total += got
+                if got < len(view):
+                    break
+            return total
+        total = 0
+        views = list(views)
+        while views:
+            n = os.readv(self.fd, views)
+            if n == 0:
+                break
+            total += n
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            if n:
+                views[0] = views[0][n:]
+        return total
+
     def _fill_again(self, buf: memoryview) -> int:
         """pread(2) from the file's start again at every call (send --repeat)."""
         assert self._size is not None

@@ -314,6 +314,9 @@ class RecordProtector(abc.ABC):
 
     explicit_kind: ExplicitKind = "none"
     seal_into: SealInto
+    # Bytes of room a sender may leave after each payload so that sealing copies
+    # nothing (seal_slots): TLS 1.3's inner content type. 0: no such path.
+    slot_room = 0
 
     def __init__(self, keys: SessionKeys, max_frame_len: int = TLS_MAX_MSG_SIZE_V10_2) -> None:
         if not 0 < max_frame_len <= TLS_MAX_MSG_SIZE_V10_2:
@@ -379,6 +382,12 @@ class RecordProtector(abc.ABC):
         checked before the first byte is sealed, sequence wrap included.
         """
         return SealStream(self, rtype, data, first_seq, explicit)
+
+    def seal_slots(self, rtype: int, slots: memoryview, n: int, count: int, seq: int) -> memoryview:
+        """Seal `count` records of n bytes whose payloads lie in `slots` at a stride of
+        n + slot_room, the room after each payload being the protector's to write.
+        Returns the wire bytes (valid as seal_stream's chunks are)."""
+        raise KtlsError(Errno.EOPNOTSUPP, f"{self.suite.name} seals no slots")
 
     def _chunk_buffer(self, size: int) -> _OutBuffer:
         def make() -> _OutBuffer:
@@ -675,6 +684,8 @@ class Chacha12Protector(_Aead12Base):
 class Tls13Protector(RecordProtector):
     """TLS 1.3 AES-GCM and ChaCha20-Poly1305 (ktls_ocf_tls13_aead_encrypt)."""
 
+    slot_room = 1  # the inner content type follows the payload in the AEAD input
+
     def __init__(self, keys: SessionKeys, max_frame_len: int = TLS_MAX_MSG_SIZE_V10_2) -> None:
         super().__init__(keys, max_frame_len)
         aead = _aead(keys)
@@ -697,6 +708,25 @@ class Tls13Protector(RecordProtector):
             self._groups, lambda g: g.n == n and g.k >= k, lambda: _Tls13Group(self, n, k)
         )
         return group.seal(rtype, data, k, seq)
+
+    def seal_slots(self, rtype: int, slots: memoryview, n: int, count: int, seq: int) -> memoryview:
+        """The AEAD input of a record is payload | type: with the payloads read into
+        slots of n + 1 bytes, each slot is its record's input as it lies."""
+        _check_rtype(rtype)
+        if rtype == 0:
+            raise KtlsError(Errno.EINVAL, "TLS 1.3 record type 0 would read as padding")
+        if not 0 < n <= self.max_frame_len:
+            raise KtlsError(Errno.EINVAL, f"record of {n} bytes (1..{self.max_frame_len})")
+        if count <= 0 or len(slots) < count * (n + 1):
+            raise KtlsError(Errno.EINVAL, f"{len(slots)} bytes of slots for {count} records")
+        if not 0 <= seq <= U64_MAX:
+            raise KtlsError(Errno.EINVAL, f"sequence number {seq} is not a u64")
+        if seq + count - 1 >= U64_MAX:
+            raise _overflow("sequence number", U64_MAX)
+        group: _Tls13Group = _take(
+            self._groups, lambda g: g.n == n and g.k >= count, lambda: _Tls13Group(self, n, count)
+        )
+        return group.seal_slots(rtype, slots, count, seq)
 
     def _prepare(self, n: int) -> tuple[bytes, memoryview, int]:
         """Header, the AEAD input view (payload | type) and the record end for length n."""
@@ -790,21 +820,36 @@ class _Tls13Group:
             out[i * stride : i * stride + TLS_HEADER_LEN] = h5
         self.bodies = [out[i * stride + TLS_HEADER_LEN : (i + 1) * stride] for i in range(k)]
         del out
-        # Scratch (never handed out): k nonces, then k inner plaintexts of n + 1 bytes.
-        self.scratch = bytearray(12 * k + (n + 1) * k)
+        # Scratch (never handed out): k nonces; the inner plaintexts (k of n + 1 bytes)
+        # only once seal() needs them: seal_slots() seals the sender's slots in place.
+        self.scratch = bytearray(12 * k)
         mv = memoryview(self.scratch)
         self.nonces = [mv[i * 12 : (i + 1) * 12] for i in range(k)]
-        base = 12 * k
-        self.inners = [mv[base + i * (n + 1) : base + (i + 1) * (n + 1)] for i in range(k)]
-        self.payloads = [v[:n] for v in self.inners]
-        self.types = slice(base + n, base + (n + 1) * k, n + 1)
+        self.inner_buf: bytearray | None = None
+        self.inners: list[memoryview] = []
+        self.payloads: list[memoryview] = []
         self.rtype = -1
         self.slices = [slice(i * n, (i + 1) * n) for i in range(k)]
+        self.slot_slices = [slice(i * (n + 1), (i + 1) * (n + 1)) for i in range(k)]
         self.iv_tail = prot._iv_tail
         self.args: list[object] = [prot.keys.iv[:4], 0] * k
         self.pack_all = struct.Struct(">" + "4sQ" * k).pack_into
         self.encrypt_into = prot._encrypt_into
         self.out.settle()
+
+    def _inners(self) -> list[memoryview]:
+        if self.inner_buf is None:
+            n, k = self.n, self.k
+            self.inner_buf = buf = bytearray((n + 1) * k)
+            mv = memoryview(buf)
+            self.inners = [mv[i * (n + 1) : (i + 1) * (n + 1)] for i in range(k)]
+            self.payloads = [v[:n] for v in self.inners]
+        return self.inners
+
+    def _nonces_for(self, k: int, seq: int) -> None:
+        args = self.args
+        args[1 : 2 * k : 2] = map(operator.xor, repeat(self.iv_tail), range(seq, seq + k))
+        self.pack_all(self.scratch, 0, *args)
 
     @property
     def free(self) -> bool:
@@ -812,16 +857,26 @@ class _Tls13Group:
 
     def seal(self, rtype: int, data: memoryview, k: int, seq: int) -> memoryview:
         """k <= self.k records from data[0 : k*n]; the seq range is checked by the caller."""
+        inners = self._inners()
+        assert self.inner_buf is not None
         if rtype != self.rtype:
-            self.scratch[self.types] = bytes([rtype]) * self.k
+            self.inner_buf[self.n :: self.n + 1] = bytes([rtype]) * self.k
             self.rtype = rtype
-        args = self.args
-        args[1 : 2 * k : 2] = map(operator.xor, repeat(self.iv_tail), range(seq, seq + k))
-        self.pack_all(self.scratch, 0, *args)
+        self._nonces_for(k, seq)
         slices = self.slices if k == self.k else self.slices[:k]
         payloads = map(operator.getitem, repeat(data), slices)
         deque(map(_setitem, self.payloads, repeat(_ALL), payloads), 0)
-        deque(map(self.encrypt_into, self.nonces, self.inners, repeat(self.h5), self.bodies[:k]), 0)
+        deque(map(self.encrypt_into, self.nonces, inners, repeat(self.h5), self.bodies[:k]), 0)
+        return self.out.view(0, k * self.stride)
+
+    def seal_slots(self, rtype: int, slots: memoryview, k: int, seq: int) -> memoryview:
+        """k <= self.k records whose inputs are slots[i*(n+1) : (i+1)*(n+1)]."""
+        n1 = self.n + 1
+        slots[self.n : k * n1 : n1] = bytes([rtype]) * k
+        self._nonces_for(k, seq)
+        slices = self.slot_slices if k == self.k else self.slot_slices[:k]
+        inners = map(operator.getitem, repeat(slots), slices)
+        deque(map(self.encrypt_into, self.nonces, inners, repeat(self.h5), self.bodies[:k]), 0)
         return self.out.view(0, k * self.stride)
 
 

@@ -246,3 +246,58 @@ def test_large_send_uses_bounded_buffers(seed) -> None:  # type: ignore[no-untyp
     assert max(n for _seq, n in wire.seqs) == output.BATCH_BYTES + per_batch * 29
     assert b"".join(pt for _t, pt in decrypt_stream(bytes(wire.data), oracle_suite(p))) == data
     assert result.records == 3 * per_batch + 1
+
+
+class _ScatterSource:
+    """A source that scatters, as FdSource reads with readv(2) (`fill_views`)."""
+
+    def __init__(self, data: bytes, known: bool) -> None:
+        from ktls_sw import MemSource
+
+        self.mem = MemSource(data, known)
+        self.scatters = 0
+
+    def size(self) -> int | None:
+        return self.mem.size()
+
+    def fill(self, buf: memoryview) -> int:
+        return self.mem.fill(buf)
+
+    def fill_views(self, views: list[memoryview]) -> int:
+        self.scatters += 1
+        total = 0
+        for view in views:
+            got = self.mem.fill(view)
+            total += got
+            if got < len(view):
+                break
+        return total
+
+
+@pytest.mark.parametrize(("cipher", "klen"), [("aes-gcm", 16), ("chacha20-poly1305", 32)])
+@pytest.mark.parametrize("known", [True, False])
+@pytest.mark.parametrize("scatter", [True, False])
+def test_tls13_payloads_are_read_into_slots_and_sealed_there(
+    tmp_path: Path, cipher: str, klen: int, known: bool, scatter: bool
+) -> None:
+    """TLS 1.3 sends read each payload into a slot with room for the inner type and
+    seal the slots in place: the stream opens whole, short last record included, for a
+    source that scatters (readv) and one that only fills."""
+    from ktls_sw import MemSource, MemWire, endpoints
+
+    kernel = boot(tmp_path, "current")
+    sw_ready(kernel)
+    connect(kernel)
+    p = params("1.3", cipher, klen, 12)
+    enable(kernel, p)
+    data = os.urandom(2 * output.BATCH_BYTES + 5000)
+    source = _ScatterSource(data, known) if scatter else MemSource(data, known)
+    wire = MemWire()
+    result = output.send(kernel, endpoints(), source, wire=wire)
+    records = -(-len(data) // 16384)
+    assert (result.records, result.bytes) == (records, len(data))
+    opened = decrypt_stream(bytes(wire.data), oracle_suite(p))
+    assert [t for t, _ in opened] == [23] * records
+    assert b"".join(pt for _t, pt in opened) == data
+    if scatter:
+        assert source.scatters == 3  # one readv per batch
