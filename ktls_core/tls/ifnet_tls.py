@@ -46,8 +46,7 @@ Modelling decisions (FreeBSD has no exact counterpart; kept small on purpose):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ktls_core.errors import Errno, KtlsError, strerror
 from ktls_core.tls.suites import (
@@ -179,8 +178,7 @@ class EgressView(Protocol):
     def snd_tag(self) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Egress:
+class Egress(NamedTuple):
     """An EgressView with the port's driver: what txmode.tls_egress() builds from the route."""
 
     ifname: str
@@ -196,8 +194,7 @@ class Egress:
         return cls(ifname, capenable, ifname, capenable, True, driver)
 
 
-@dataclass(frozen=True, slots=True)
-class SendTag:
+class SendTag(NamedTuple):
     """struct m_snd_tag of a TLS session: the type and where it lives."""
 
     type: int
@@ -337,8 +334,7 @@ def try_ifnet(
 # --- events ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TagAllocated:
+class TagAllocated(NamedTuple):
     """ktls_try_ifnet() installed a send tag (session creation or switch)."""
 
     conn: str
@@ -349,8 +345,7 @@ class TagAllocated:
         return f"send tag ({self.tag.type_name}) allocated on {self.tag.port}{via}"
 
 
-@dataclass(frozen=True, slots=True)
-class PacketDropped:
+class PacketDropped(NamedTuple):
     """ip_output_send() freed a record's packet: EAGAIN, then ENOBUFS to TCP."""
 
     conn: str
@@ -363,8 +358,7 @@ class PacketDropped:
         return f"record {self.seq} dropped ({self.reason}): {strerror(self.errno)}"
 
 
-@dataclass(frozen=True, slots=True)
-class TagResetScheduled:
+class TagResetScheduled(NamedTuple):
     """ktls_output_eagain() queued the ktls_reset_send_tag() task."""
 
     conn: str
@@ -375,8 +369,7 @@ class TagResetScheduled:
         return f"send tag reset scheduled{where}"
 
 
-@dataclass(frozen=True, slots=True)
-class TagReset:
+class TagReset(NamedTuple):
     """ktls_reset_send_tag() allocated a new tag (kern.ipc.tls.ifnet.reset)."""
 
     conn: str
@@ -392,8 +385,7 @@ class TagReset:
         return f"ktls_reset_send_tag: {self.conn}: send tag moved from {old} to {self.new.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class Retransmitted:
+class Retransmitted(NamedTuple):
     """TCP resent a dropped record through the new tag (t_snd_rxt_bytes)."""
 
     conn: str
@@ -405,8 +397,7 @@ class Retransmitted:
         return f"record {self.seq} retransmitted ({self.length} bytes) on {self.tag.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionDropped:
+class ConnectionDropped(NamedTuple):
     """tcp_drop(): the connection ends with `errno` (ECONNABORTED after a failed reset)."""
 
     conn: str
@@ -420,8 +411,7 @@ class ConnectionDropped:
         return f"ktls_reset_send_tag: {self.conn}: {self.reason}; connection dropped"
 
 
-@dataclass(frozen=True, slots=True)
-class ModeSwitched:
+class ModeSwitched(NamedTuple):
     """ktls_set_tx_mode() replaced the session with a clone in `new` mode."""
 
     conn: str
@@ -434,8 +424,7 @@ class ModeSwitched:
         return f"TLS mode {mode_name(self.old)} -> {mode_name(self.new)}{where}"
 
 
-@dataclass(frozen=True, slots=True)
-class IfnetDisabled:
+class IfnetDisabled(NamedTuple):
     """ktls_disable_ifnet(): too many bytes retransmitted, the session goes to software."""
 
     conn: str
@@ -467,8 +456,7 @@ Event = (
 # --- ip_output_send() and the reset task -------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class OutputVerdict:
+class OutputVerdict(NamedTuple):
     """The outcome of ip_output_send() for one ifnet record.
 
     `sent`: the NIC got it on `tag.port`. Otherwise it was dropped, `errno` is
@@ -503,8 +491,7 @@ def output_check(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ResetOutcome:
+class ResetOutcome(NamedTuple):
     """What ktls_reset_send_tag() left behind.
 
     `tag` is the new tag (None on failure); `reset_pending` stays True after a
@@ -570,8 +557,7 @@ def reset_send_tag(
 # --- ktls_set_tx_mode() ------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ModeChange:
+class ModeChange(NamedTuple):
     """The result of ktls_set_tx_mode(): `changed` False for the no-op cases.
 
     When changed, the caller replaces the session by its clone in `new` mode
@@ -653,8 +639,7 @@ def set_tx_mode(
 # --- retransmissions and ifnet_max_rexmit_pct --------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SendAccount:
+class SendAccount(NamedTuple):
     """t_sndbytes / t_snd_rxt_bytes of a connection after tcp_account_for_send()."""
 
     snd_bytes: int
