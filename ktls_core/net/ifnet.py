@@ -40,6 +40,7 @@ the seed era masks them off whatever a driver claims.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -308,6 +309,20 @@ IFNAMSIZ = 16
 ZERO_MAC = "00:00:00:00:00:00"
 
 
+@functools.lru_cache(maxsize=4096)
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """ipaddress.ip_address(text), remembered: the objects are immutable, and a route
+    lookup per connection parsed every address of the host again (connect --count)."""
+    return ipaddress.ip_address(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_network(text: str, strict: bool = False) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """ipaddress.ip_network(text, strict), remembered (as parse_address)."""
+    return ipaddress.ip_network(text, strict=strict)
+
+
+
 class IfError(KtlsError):
     """A KtlsError that also left kernel log lines (if_printf before the failure)."""
 
@@ -392,11 +407,11 @@ class IfAddr(Record):
 
     @property
     def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-        return ipaddress.ip_address(self.addr)
+        return parse_address(self.addr)
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-        return ipaddress.ip_network(f"{self.addr}/{self.prefixlen}", strict=False)
+        return parse_network(f"{self.addr}/{self.prefixlen}")
 
     @property
     def link_local(self) -> bool:

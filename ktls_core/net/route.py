@@ -55,6 +55,7 @@ from ktls_core.net.ifnet import (
     Network,
     Record,
     ntop,
+    parse_network,
 )
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -165,7 +166,7 @@ class Route(Record):
 
     @property
     def network(self) -> IPNetwork:
-        return ipaddress.ip_network(self.dst)
+        return parse_network(self.dst, strict=True)
 
     @property
     def family(self) -> str:
