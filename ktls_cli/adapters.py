@@ -98,13 +98,9 @@ class FdSource:
         """fill() into several buffers in order, by readv(2): a TLS 1.3 send reads each
         record's payload straight into its slot (ktls_core.tls.output._fill_slots)."""
         if self._repeat > 1:
-            total = 0
-            for view in views:
-                got = self._fill_again(view)
-                total += got
-                if got < len(view):
-                    break
-            return total
+            from ktls_core.tls.output import fill_each
+
+            return fill_each(self._fill_again, views)
         total = 0
         views = list(views)
         while views:

@@ -157,17 +157,6 @@ def run(
     source = send_cmd._source(env, data, hexdata, path, use_stdin)
     wires: list[Any] = []
     stream: Any = None  # the document, streamed record by record (render.DocumentStream)
-
-    def on_event(ev: object) -> None:
-        from ktls_core.tls.output import Framed
-
-        if trace:
-            describe = getattr(ev, "describe", None)
-            if describe is not None:
-                env.stderr.write(f"{describe()}\n")
-        if isinstance(ev, Framed) and stream is not None:
-            stream.item(send_cmd.record_doc(ev))
-
     try:
         if out_path is not None:
             wires.append(send_cmd._out_wire(env, out_path))
@@ -179,6 +168,7 @@ def run(
             from ktls_cli.render import DocumentStream
 
             stream = DocumentStream(env, TOOL, "records")
+        on_event = send_cmd.event_sink(env, trace, stream)
         doc = _connect_and_send(
             env,
             connect,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from ktls_cli.env import Env
@@ -146,6 +147,23 @@ def summary(r: SendResult) -> str:
     )
 
 
+def event_sink(env: Env, trace: bool, stream: Any) -> Callable[[object], None]:
+    """on_event for the transmit path: --trace lines on stderr, and each framed record
+    into the streamed document (render.DocumentStream) when there is one."""
+
+    def on_event(ev: object) -> None:
+        from ktls_core.tls.output import Framed
+
+        if trace:
+            describe = getattr(ev, "describe", None)
+            if describe is not None:
+                env.stderr.write(f"{describe()}\n")
+        if isinstance(ev, Framed) and stream is not None:
+            stream.item(record_doc(ev))
+
+    return on_event
+
+
 def record_doc(ev: Framed) -> dict[str, Any]:
     """One entry of the document's `records` list."""
     return {
@@ -208,16 +226,7 @@ def run_send(env: Env, a: SendArgs) -> int:
     # Every machine format is streamed record by record: a long send holds no list.
     stream = DocumentStream(env, "send", "records") if env.machine else None
 
-    def on_event(ev: object) -> None:
-        from ktls_core.tls.output import Framed
-
-        if trace:
-            describe = getattr(ev, "describe", None)
-            if describe is not None:
-                env.stderr.write(f"{describe()}\n")
-        if isinstance(ev, Framed) and stream is not None:
-            stream.item(record_doc(ev))
-
+    on_event = event_sink(env, trace, stream)
     want_events = trace or env.machine
     try:
         result = _run(

@@ -500,9 +500,14 @@ def _fill_slots(source: Source, views: list[memoryview], want: int) -> int:
     if fill_views is not None:
         got: int = fill_views(views)
         return got
+    return fill_each(source.fill, views)
+
+
+def fill_each(fill: Callable[[memoryview], int], views: list[memoryview]) -> int:
+    """`fill` view by view, in order, until a short read (the end of the input)."""
     total = 0
     for view in views:
-        got = source.fill(view)
+        got = fill(view)
         total += got
         if got < len(view):
             break

@@ -30,8 +30,6 @@ The module is also the worker: `python test_state_swap.py MODE ...`.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -59,15 +57,11 @@ def _marker(k: int) -> int:
 
 
 def _run(state: str, argv: list[str]) -> dict[str, Any]:
-    from ktls_cli.main import main
+    """One command in this process (concurrency_worker's runner, beside this file)."""
+    sys.path.insert(0, str(HERE.parent))
+    from concurrency_worker import run
 
-    out, err = io.BytesIO(), io.BytesIO()
-    tout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
-    terr = io.TextIOWrapper(err, encoding="utf-8", write_through=True)
-    with contextlib.redirect_stdout(tout), contextlib.redirect_stderr(terr):
-        code = main(["--state", state, *argv])
-    return {"argv": argv, "exit": code, "stdout": out.getvalue().decode(),
-            "stderr": err.getvalue().decode()}  # fmt: skip
+    return dict(run(state, argv))
 
 
 def _run_process(state: str, argv: list[str]) -> dict[str, Any]:
