@@ -64,13 +64,18 @@ def test_each_call_is_its_own_record(seed) -> None:  # type: ignore[no-untyped-d
 
 
 def test_many_batches_of_short_records(seed) -> None:  # type: ignore[no-untyped-def]
-    """More calls than one batch holds: batches end on call boundaries."""
+    """More calls than one batch holds: batches end on call boundaries, and hold
+    BATCH_RECORDS records at most (far below BATCH_BYTES of 100-byte records)."""
     p = params()
     enable(seed, p)
-    calls = output.BATCH_BYTES // 100 * 2 + 7
+    calls = output.BATCH_RECORDS * 2 + 7
+    assert output.BATCH_RECORDS * 100 < output.BATCH_BYTES
     data = bytes(range(100))
-    result, wire = send(seed, data * calls, calls=calls)
+    events, sink = collector()
+    result, wire = send(seed, data * calls, calls=calls, on_event=sink)
     assert result.records == calls
+    queued = [e.records for e in events if isinstance(e, output.Queued)]
+    assert queued == [output.BATCH_RECORDS, output.BATCH_RECORDS, 7]
     records = _records(wire, p)
     assert len(records) == calls and set(records) == {(23, data)}
 
