@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ktls_core.net.tcp import Conn, Endpoints
     from ktls_core.tls.backend import Registry
     from ktls_core.tls.enable import EnableContext, TlsEnable
-    from ktls_core.tls.ifnet_tls import SendTag
+    from ktls_core.tls.ifnet_tls import Egress, SendTag
     from ktls_core.tls.record import RecordProtector
 
 # netinet/tcp.h: TCP_TXTLS_MODE values.
@@ -254,6 +254,8 @@ class Enabler:
         self._contexts: dict[tuple[bool, bool], EnableContext] = {}
         self._pool: int | None = None
         self._net: Network | None = None
+        self._modulus = 1
+        self._egress: dict[tuple[int, str, int], Egress | None] = {}
         self._registry: Registry | None = None
 
     def _sysctl(self, name: str) -> int:
@@ -373,7 +375,12 @@ class Enabler:
             raise KtlsError(Errno.ENXIO, "kern.ipc.tls.ifnet.permitted is 0")
         if self._net is None:
             self._net = txmode.load_net(self.tx)
-        egress = txmode.tls_egress(self._net, conn.family, conn.faddr, conn.flowid)
+            self._modulus = txmode.hash_modulus(self._net)
+        # One route lookup per foreign address and lagg hash class (as switch_all()).
+        key = (conn.family, conn.faddr, conn.flowid % self._modulus)
+        if key not in self._egress:
+            self._egress[key] = txmode.tls_egress(self._net, conn.family, conn.faddr, conn.flowid)
+        egress = self._egress[key]
         return ifnet_tls.try_ifnet(
             self.counters, egress, gauge=gauge_name(suite.cipher), ipv6=conn.family == 6,
             force=False, permitted=permitted,

@@ -108,3 +108,24 @@ def test_count_1000_counters_and_rows(ktls: Any, state: str, init_state: Any) ->
     assert (r.exit, r.stderr) == (1, "setsockopt: TCP_TXTLS_ENABLE: Device not configured\n")
     assert _stats(ktls) == [2000, 1000, 1000, 1000, 0, 0]
     assert ktls("netstat").stdout.count("ESTABLISHED") == 2001
+
+
+def test_count_on_a_lacp_lagg_tags_each_flow_as_single_connects_do(
+    run_ktls: Any, init_state: Any, tmp_path: Any
+) -> None:
+    """lacp picks a port by the flow's hash: the batch looks each route up once per
+    foreign address and hash class, and every session still gets the port its own
+    connect would (the send tag's port is in the sessions table)."""
+    steps = [*IFNET[:1], ["ifconfig", "lagg0", "laggproto", "lacp"], ["ifconfig", "lagg0", "txtls"]]
+    bulk, single = str(tmp_path / "bulk.db"), str(tmp_path / "single.db")
+    for state in (bulk, single):
+        _setup(run_ktls, init_state, state, "current", steps)
+    lagg = "198.51.100.10:443"
+    r = run_ktls("connect", lagg, "198.51.100.7:40000", "--count", "24", *GCM, state=bulk)
+    assert r.exit == 0, r
+    for port in range(40000, 40024):
+        assert run_ktls("connect", lagg, f"198.51.100.7:{port}", *GCM, state=single).exit == 0
+    assert _state(run_ktls, bulk) == _state(run_ktls, single)
+    ports = {row[-1] for row in _state(run_ktls, bulk)["sessions"]}
+    netstat = run_ktls("netstat", state=bulk).stdout
+    assert "cc0" in netstat and "cc1" in netstat, (ports, netstat)
