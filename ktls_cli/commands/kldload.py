@@ -9,18 +9,17 @@ the answer is EEXIST as for any module the kernel already has. Exit status: 0,
 
 from __future__ import annotations
 
-from typing import Any
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, fast_argv, getopt, lazy_command
+
+if TYPE_CHECKING:
+    import click
 
 PROG = "kldload"
 USAGE = "usage: kldload [-nqv] file ...\n"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-pass_env = click.make_pass_decorator(Env)
 
 
 def _complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
@@ -29,35 +28,21 @@ def _complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> li
     return [CompletionItem(n) for n in ("ktls_ocf",) if n.startswith(incomplete)]
 
 
-@click.command(
-    "kldload",
-    context_settings=FREEBSD_ARGV,
-)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED, shell_complete=_complete)
-@pass_env
-def cli(env: Env, argv: tuple[str, ...]) -> None:
-    """Load kernel modules (kldload(8)): ktls_ocf.
-
-    \b
-    kldload [-nqv] file ...
-
-    -n: do nothing for a module already loaded or compiled in; -q: no error
-    messages; -v: say what was loaded. Exit status: 0 success, 1 a file failed,
-    2 usage error.
-    """
+def run(env: Env, argv: list[str]) -> int:
+    """The command (main() of kldload.c): the exit status."""
     from ktls_cli.render import document
     from ktls_core import kld
     from ktls_core.errors import Errno, KtlsError
 
     try:
-        opts, files = getopt(PROG, list(argv), "nqv")
+        opts, files = getopt(PROG, argv, "nqv")
     except GetoptError as exc:
         env.err(exc.message)
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE) from None
+        return EXIT_USAGE
     if not files:
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE)
+        return EXIT_USAGE
     flags = {ch for ch, _ in opts}
     code = EXIT_OK
     entries: list[dict[str, Any]] = []
@@ -91,4 +76,42 @@ def cli(env: Env, argv: tuple[str, ...]) -> None:
             env.out(f"Loaded {word}, id={f.id}")
     if env.machine:
         document(env, "kldload", {"files": entries})
-    raise click.exceptions.Exit(code)
+    return code
+
+
+_run_fast = fast_argv(run)
+
+
+def run_fast(env: Env, words: list[str]) -> int | None:
+    """main's fast path: fast_argv(run), and click's own error for `--help=VALUE`."""
+    if any(word.startswith("--help=") for word in words):
+        return None
+    return _run_fast(env, words)
+
+
+def _click_command() -> click.Command:
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    @click.command("kldload", context_settings=FREEBSD_ARGV)
+    @click.argument("argv", nargs=-1, type=click.UNPROCESSED, shell_complete=_complete)
+    @click.pass_obj
+    def cli(env: Env, argv: tuple[str, ...]) -> None:
+        """Load kernel modules (kldload(8)): ktls_ocf.
+
+        \b
+        kldload [-nqv] file ...
+
+        -n: do nothing for a module already loaded or compiled in; -q: no error
+        messages; -v: say what was loaded. Exit status: 0 success, 1 a file failed,
+        2 usage error.
+        """
+        code = run(env, list(argv))
+        if code:
+            raise ExitStatus(code)
+
+    return cli
+
+
+__getattr__ = lazy_command(_click_command)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, fast_argv, getopt, lazy_command
 
 if TYPE_CHECKING:
+    import click
+
     from ktls_core.kld import LinkerFile
 
 PROG = "kldstat"
@@ -25,8 +25,6 @@ USAGE = (
 )
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 POINTER_WIDTH = 18  # "0x" + 16 hex digits on amd64
-
-pass_env = click.make_pass_decorator(Env)
 
 
 def humanize(size: int) -> str:
@@ -64,36 +62,23 @@ def file_doc(f: LinkerFile) -> dict[str, Any]:
     }
 
 
-@click.command(
-    "kldstat",
-    context_settings=FREEBSD_ARGV,
-)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-@pass_env
-def cli(env: Env, argv: tuple[str, ...]) -> None:
-    """Show loaded kernel files and modules (kldstat(8)).
-
-    \b
-    kldstat [-d] [-h] [-q] [-v] [-i id] [-n filename]
-    kldstat [-d] [-q] [-m modname]
-
-    Exit status: 0 success, 1 not found, 2 usage error.
-    """
+def run(env: Env, argv: list[str]) -> int:
+    """The command (main() of kldstat.c): the exit status."""
     from ktls_cli.render import emit
     from ktls_core import kld
     from ktls_core.errors import Errno, strerror
 
     try:
-        opts, rest = getopt(PROG, list(argv), "dhi:m:n:qv")
+        opts, rest = getopt(PROG, argv, "dhi:m:n:qv")
     except GetoptError as exc:
         env.err(exc.message)
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE) from None
+        return EXIT_USAGE
     values = dict(opts)
     flags = set(values)
     if rest or ("m" in flags and flags & {"h", "v", "i", "n"}) or ("i" in flags and "n" in flags):
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE)
+        return EXIT_USAGE
     human, verbose, quiet, data = "h" in flags, "v" in flags, "q" in flags, "d" in flags
     enoent = strerror(Errno.ENOENT)
     with env.kernel().snapshot() as tx:
@@ -104,19 +89,19 @@ def cli(env: Env, argv: tuple[str, ...]) -> None:
             if found is None:
                 if not quiet:
                     env.err(f"{PROG}: can't find module {modname}: {enoent}")
-                raise click.exceptions.Exit(EXIT_FAILURE)
+                return EXIT_FAILURE
             mid, refs, name = found
             suffix = " (0, 0, 0x0)" if data else ""
             line = f"{mid:3d} {refs:4d} {name}{suffix}"
             doc = {"modules": [{"id": mid, "refs": refs, "name": name}]}
             emit(env, "kldstat", doc, lambda: env.out(f"Id  Refs Name\n{line}"))
-            return
+            return EXIT_OK
     if "i" in flags:
         word = str(values["i"])
         picked = [f for f in files if word.isdigit() and f.id == int(word)]
         if not picked:
             env.err(f"{PROG}: can't stat file id {word}: {enoent}")
-            raise click.exceptions.Exit(EXIT_FAILURE)
+            return EXIT_FAILURE
         files = picked
     elif "n" in flags:
         word = str(values["n"])
@@ -124,7 +109,7 @@ def cli(env: Env, argv: tuple[str, ...]) -> None:
         if not picked:
             if not quiet:
                 env.err(f"{PROG}: can't find file {word}: {enoent}")
-            raise click.exceptions.Exit(EXIT_FAILURE)
+            return EXIT_FAILURE
         files = picked
 
     def text() -> None:
@@ -141,3 +126,41 @@ def cli(env: Env, argv: tuple[str, ...]) -> None:
                 env.out(line)
 
     emit(env, "kldstat", {"files": [file_doc(f) for f in files]}, text)
+    return EXIT_OK
+
+
+_run_fast = fast_argv(run)
+
+
+def run_fast(env: Env, words: list[str]) -> int | None:
+    """main's fast path: fast_argv(run), and click's own error for `--help=VALUE`."""
+    if any(word.startswith("--help=") for word in words):
+        return None
+    return _run_fast(env, words)
+
+
+def _click_command() -> click.Command:
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    @click.command("kldstat", context_settings=FREEBSD_ARGV)
+    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_obj
+    def cli(env: Env, argv: tuple[str, ...]) -> None:
+        """Show loaded kernel files and modules (kldstat(8)).
+
+        \b
+        kldstat [-d] [-h] [-q] [-v] [-i id] [-n filename]
+        kldstat [-d] [-q] [-m modname]
+
+        Exit status: 0 success, 1 not found, 2 usage error.
+        """
+        code = run(env, list(argv))
+        if code:
+            raise ExitStatus(code)
+
+    return cli
+
+
+__getattr__ = lazy_command(_click_command)

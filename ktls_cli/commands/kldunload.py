@@ -8,49 +8,39 @@ not help. Like kldunload(8), the first failure ends the run with exit 1.
 
 from __future__ import annotations
 
-from typing import Any
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, fast_argv, getopt, lazy_command
+
+if TYPE_CHECKING:
+    import click
 
 PROG = "kldunload"
 USAGE = "usage: kldunload [-fv] -i id ...\n       kldunload [-fv] [-n] name ...\n"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
-pass_env = click.make_pass_decorator(Env)
+
+class _Failed(Exception):
+    """errx(1, ...): the message is out, the run ends with exit 1."""
 
 
-@click.command(
-    "kldunload",
-    context_settings=FREEBSD_ARGV,
-)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-@pass_env
-def cli(env: Env, argv: tuple[str, ...]) -> None:
-    """Unload kernel modules (kldunload(8)).
-
-    \b
-    kldunload [-fv] -i id ...
-    kldunload [-fv] [-n] name ...
-
-    Exit status: 0 success, 1 failure, 2 usage error.
-    """
+def run(env: Env, argv: list[str]) -> int:
+    """The command (main() of kldunload.c): the exit status."""
     from ktls_cli.render import document
     from ktls_core import kld
     from ktls_core.errors import Errno, KtlsError, strerror
 
     try:
-        opts, words = getopt(PROG, list(argv), "finv")
+        opts, words = getopt(PROG, argv, "finv")
     except GetoptError as exc:
         env.err(exc.message)
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE) from None
+        return EXIT_USAGE
     flags = {ch for ch, _ in opts}
     if not words or ("i" in flags and "n" in flags):
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE)
+        return EXIT_USAGE
     entries: list[dict[str, Any]] = []
     kernel = env.kernel()
 
@@ -58,33 +48,74 @@ def cli(env: Env, argv: tuple[str, ...]) -> None:
         if env.machine:
             document(env, "kldunload", {"files": entries})
         env.err(f"{PROG}: {message}")
-        raise click.exceptions.Exit(EXIT_FAILURE)
+        raise _Failed
 
-    for word in words:
-        with kernel.transaction() as tx:
-            if "i" in flags:
-                if not word.lstrip("-").isdigit() or int(word) < 0:
-                    fail(f"Invalid ID {word}")
-                f = next((x for x in kld.files(tx) if x.id == int(word)), None)
-            else:
-                f = kld.find_file(tx, word)
+    try:
+        for word in words:
+            with kernel.transaction() as tx:
+                if "i" in flags:
+                    if not word.lstrip("-").isdigit() or int(word) < 0:
+                        fail(f"Invalid ID {word}")
+                    f = next((x for x in kld.files(tx) if x.id == int(word)), None)
+                else:
+                    f = kld.find_file(tx, word)
+                    if f is None:
+                        fail(f"can't find file {word}")
                 if f is None:
-                    fail(f"can't find file {word}")
-            if f is None:
-                what = "can't stat file" if "v" in flags else "can't unload file"
-                fail(f"{what}: {strerror(Errno.ENOENT)}")
-            assert f is not None
-            if "v" in flags and not env.machine:
-                env.out(f"Unloading {f.name}, id={f.id}")
-            try:
-                kld.kldunload(tx, f)
-            except KtlsError as exc:
-                failure: KtlsError | None = exc
-            else:
-                failure = None
-        if failure is not None:
-            entries.append({"file": f.name, "id": f.id, "result": "error"})
-            fail(f"can't unload file: {failure.strerror}")
-        entries.append({"file": f.name, "id": f.id, "result": "unloaded"})
+                    what = "can't stat file" if "v" in flags else "can't unload file"
+                    fail(f"{what}: {strerror(Errno.ENOENT)}")
+                assert f is not None
+                if "v" in flags and not env.machine:
+                    env.out(f"Unloading {f.name}, id={f.id}")
+                try:
+                    kld.kldunload(tx, f)
+                except KtlsError as exc:
+                    failure: KtlsError | None = exc
+                else:
+                    failure = None
+            if failure is not None:
+                entries.append({"file": f.name, "id": f.id, "result": "error"})
+                fail(f"can't unload file: {failure.strerror}")
+            entries.append({"file": f.name, "id": f.id, "result": "unloaded"})
+    except _Failed:
+        return EXIT_FAILURE
     if env.machine:
         document(env, "kldunload", {"files": entries})
+    return EXIT_OK
+
+
+_run_fast = fast_argv(run)
+
+
+def run_fast(env: Env, words: list[str]) -> int | None:
+    """main's fast path: fast_argv(run), and click's own error for `--help=VALUE`."""
+    if any(word.startswith("--help=") for word in words):
+        return None
+    return _run_fast(env, words)
+
+
+def _click_command() -> click.Command:
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    @click.command("kldunload", context_settings=FREEBSD_ARGV)
+    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_obj
+    def cli(env: Env, argv: tuple[str, ...]) -> None:
+        """Unload kernel modules (kldunload(8)).
+
+        \b
+        kldunload [-fv] -i id ...
+        kldunload [-fv] [-n] name ...
+
+        Exit status: 0 success, 1 failure, 2 usage error.
+        """
+        code = run(env, list(argv))
+        if code:
+            raise ExitStatus(code)
+
+    return cli
+
+
+__getattr__ = lazy_command(_click_command)

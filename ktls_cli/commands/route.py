@@ -17,14 +17,13 @@ netstat(1) (`netstat -r[n]`, libxo field names); `ktls netstat -r` and
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import click
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ktls_cli.env import Env
+from ktls_cli.getopt import fast_argv, lazy_command
 
 if TYPE_CHECKING:
+    import click
     from click.shell_completion import CompletionItem
 
     from ktls_core.net.ifnet import Network
@@ -42,11 +41,6 @@ MOD_FLAGS = (
 )  # fmt: skip
 # /etc/hosts on a stock FreeBSD: what routename() and netstat find without -n
 HOSTS = {"127.0.0.1": "localhost", "::1": "localhost"}
-
-
-class RouteCommand(click.Command):
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write(USAGE)
 
 
 class Usage(Exception):
@@ -125,17 +119,20 @@ def netstat_r_document(
 # --- argument parsing (route.c newroute()) ---------------------------------------------------
 
 
-@dataclass
 class Request:
-    cmd: str
-    family: str | None = None  # -4/-6/-inet/-inet6, else guessed from the destination
-    force: str | None = None  # "net" | "host"
-    interface: bool = False
-    reject: bool = False
-    blackhole: bool = False
-    netmask: str | None = None
-    prefixlen: int | None = None
-    positional: list[str] = field(default_factory=list)
+    """What newroute() gathered from the words (plain classes here: no dataclass
+    machinery on the start-up path, issue 8)."""
+
+    def __init__(self, cmd: str, family: str | None = None) -> None:
+        self.cmd = cmd
+        self.family = family  # -4/-6/-inet/-inet6, else guessed from the destination
+        self.force: str | None = None  # "net" | "host"
+        self.interface = False
+        self.reject = False
+        self.blackhole = False
+        self.netmask: str | None = None
+        self.prefixlen: int | None = None
+        self.positional: list[str] = []
 
 
 def parse_args(cmd: str, args: list[str], family: str | None) -> Request:
@@ -184,8 +181,7 @@ def _looks_numeric(word: str) -> bool:
     return word[1:].isdigit() and word not in ("-4", "-6")
 
 
-@dataclass
-class Dest:
+class Dest(NamedTuple):
     network: str  # CIDR
     is_host: bool
     family: str
@@ -327,12 +323,14 @@ def _routename(text: str, numeric: bool) -> str:
 # --- the command ---------------------------------------------------------------------------------
 
 
-@dataclass
 class Outcome:
-    out: list[str] = field(default_factory=list)
-    err: list[str] = field(default_factory=list)
-    exit: int = 0
-    doc: Any = None
+    """What a run prints and its status."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.exit = 0
+        self.doc: Any = None
 
 
 def _complete_args(
@@ -359,36 +357,18 @@ def _complete_args(
         return []
 
 
-@click.command(
-    "route",
-    cls=RouteCommand,
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-)
-@click.argument(
-    "args",
-    nargs=-1,
-    type=click.UNPROCESSED,
-    metavar="[-46nq] command [[modifiers] args]",
-    shell_complete=_complete_args,
-)
-@click.pass_obj
-def cli(env: Env, /, args: tuple[str, ...]) -> None:
-    """Manipulate the routing table, as route(8) does.
-
-    Commands: add, delete, change DESTINATION (GATEWAY | -interface IF); get
-    DESTINATION; show [DESTINATION] (without one: the table, as netstat -r).
-    See ktls-route(8). Exit status: 0 success, 1 failure, 2 usage error.
-    """
+def run(env: Env, args: list[str]) -> int:
+    """The command: the exit status."""
     try:
-        outcome = _main(env, list(args))
+        outcome = _main(env, args)
     except Usage as exc:
         if exc.message:
             env.err(f"{TOOL}: {exc.message}")
         env.stderr.write(f"{TOOL}: {USAGE}")
-        raise click.exceptions.Exit(EXIT_USAGE) from None
+        return EXIT_USAGE
     except Fail as exc:
         env.err(f"{TOOL}: {exc}")
-        raise click.exceptions.Exit(1) from None
+        return 1
     for line in outcome.err:
         env.err(line)
     env.stderr.flush()
@@ -399,8 +379,56 @@ def cli(env: Env, /, args: tuple[str, ...]) -> None:
     else:
         for line in outcome.out:
             env.out(line)
-    if outcome.exit:
-        raise click.exceptions.Exit(outcome.exit)
+    return outcome.exit
+
+
+_run_fast = fast_argv(run)
+
+
+def run_fast(env: Env, words: list[str]) -> int | None:
+    """main's fast path: fast_argv(run), and click's own error for `--help=VALUE`."""
+    if any(word.startswith("--help=") for word in words):
+        return None
+    return _run_fast(env, words)
+
+
+def _click_command() -> click.Command:
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    class RouteCommand(click.Command):
+        def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            formatter.write(USAGE)
+
+    @click.command(
+        "route",
+        cls=RouteCommand,
+        context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    )
+    @click.argument(
+        "args",
+        nargs=-1,
+        type=click.UNPROCESSED,
+        metavar="[-46nq] command [[modifiers] args]",
+        shell_complete=_complete_args,
+    )
+    @click.pass_obj
+    def cli(env: Env, /, args: tuple[str, ...]) -> None:
+        """Manipulate the routing table, as route(8) does.
+
+        Commands: add, delete, change DESTINATION (GATEWAY | -interface IF); get
+        DESTINATION; show [DESTINATION] (without one: the table, as netstat -r).
+        See ktls-route(8). Exit status: 0 success, 1 failure, 2 usage error.
+        """
+        code = run(env, list(args))
+        if code:
+            raise ExitStatus(code)
+
+    return cli
+
+
+__getattr__ = lazy_command(_click_command)
 
 
 def _main(env: Env, args: list[str]) -> Outcome:

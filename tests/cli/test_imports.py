@@ -105,3 +105,38 @@ def test_a_gcm_send_loads_no_openssl_hash(state: str, init_state: Any, ktls: Any
     assert not set(modules) & {"hashlib", "_hashlib", "hmac", "rich", "yaml"}
     # main's fast path and the Frozen records: no click, no dataclass machinery.
     assert not set(modules) & {"click", "dataclasses", "inspect"}
+
+
+def test_route_and_the_kld_tools_run_without_click(state: str, init_state: Any) -> None:
+    """main's fast path: route, kldload, kldunload and kldstat read their own words
+    (issue 8), usage errors included; `--help` (and `--help=VALUE`, `--`) are click's,
+    with click's help text."""
+    init_state(state)
+    runs = [
+        (["route", "get", "198.51.100.7"], 0),
+        (["route", "-z", "get", "x"], 2),
+        (["kldstat", "-v"], 0),
+        (["kldstat", "-x"], 2),
+        (["kldload", "-v", "ktls_ocf"], 0),
+        (["kldload"], 2),
+        (["kldunload", "nope"], 1),
+        (["kldunload", "-x"], 2),
+    ]
+    for args, expected in runs:
+        _, code, modules = _imports(state, *args)
+        assert code == expected and "click" not in modules, args
+        assert f"ktls_cli.commands.{args[0]}" in modules, args  # the hook saw it run
+        assert not set(modules) & {"dataclasses", "inspect"}, args
+    helps = {
+        "route": "usage: ktls route [-46nq] command [[modifiers] args]\n",
+        "kldload": "Usage: ktls kldload [OPTIONS] [ARGV]...\n",
+        "kldunload": "Usage: ktls kldunload [OPTIONS] [ARGV]...\n",
+        "kldstat": "Usage: ktls kldstat [OPTIONS] [ARGV]...\n",
+    }
+    for command, usage in helps.items():
+        stdout, code, modules = _imports(state, command, "--help")
+        assert code == 0 and "click" in modules and stdout.startswith(usage), command
+        assert "Exit status: 0 success" in stdout, command
+    for args in (["route", "--help=x"], ["kldstat", "--", "-v"]):
+        _, code, modules = _imports(state, *args)
+        assert "click" in modules, args
