@@ -93,10 +93,11 @@ def lazy_command(build: Callable[[], Any]) -> Callable[[str], Any]:
 
 def fast_argv(run: Callable[[Env, list[str]], int]) -> Callable[[Env, list[str]], int | None]:
     """main's fast path for a command that reads its own argv (FREEBSD_ARGV): the same
-    run(), except for the words click acts on itself (--help; `--`, which click drops)."""
+    run(), except for the words click acts on itself: --help (and `--help=X`, which
+    click refuses), and `--`, which click drops."""
 
     def run_fast(env: Env, words: list[str]) -> int | None:
-        if "--help" in words or "--" in words:
+        if any(word == "--" or word.startswith("--help") for word in words):
             return None
         return run(env, words)
 

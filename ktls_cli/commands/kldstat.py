@@ -129,14 +129,7 @@ def run(env: Env, argv: list[str]) -> int:
     return EXIT_OK
 
 
-_run_fast = fast_argv(run)
-
-
-def run_fast(env: Env, words: list[str]) -> int | None:
-    """main's fast path: fast_argv(run), and click's own error for `--help=VALUE`."""
-    if any(word.startswith("--help=") for word in words):
-        return None
-    return _run_fast(env, words)
+run_fast = fast_argv(run)
 
 
 def _click_command() -> click.Command:
