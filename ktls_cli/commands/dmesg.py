@@ -7,48 +7,36 @@ so the oldest messages fall out as new ones come. Every line is a kernel line
 
 from __future__ import annotations
 
-import click
+from typing import TYPE_CHECKING
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, fast_argv, getopt, lazy_command
+
+if TYPE_CHECKING:
+    import click
 
 PROG = "dmesg"
 USAGE = "usage: dmesg [-ac] [-M core [-N system]]\n"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
-pass_env = click.make_pass_decorator(Env)
 
-
-@click.command(
-    "dmesg",
-    context_settings=FREEBSD_ARGV,
-)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-@pass_env
-def cli(env: Env, argv: tuple[str, ...]) -> None:
-    """Print the kernel message buffer (dmesg(8)).
-
-    \b
-    dmesg [-ac]
-
-    -a: all messages (the simulated kernel keeps only kernel messages);
-    -c: clear the buffer after printing. Exit status: 0, 2 usage error.
-    """
+def run(env: Env, argv: list[str]) -> int:
+    """The command (what main() of dmesg.c does): the exit status."""
     from ktls_cli.render import emit
 
     try:
-        opts, rest = getopt(PROG, list(argv), "acM:N:")
+        opts, rest = getopt(PROG, argv, "acM:N:")
     except GetoptError as exc:
         env.err(exc.message)
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE) from None
+        return EXIT_USAGE
     flags = {ch for ch, _ in opts}
     if rest or flags & {"M", "N"}:
         # No crash dumps here: -M/-N name a core file the simulator cannot have.
         if flags & {"M", "N"} and not rest:
             env.err(f"{PROG}: -M and -N need a kernel core, which the simulator has none of")
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE)
+        return EXIT_USAGE
     kernel = env.kernel()
     if "c" in flags:
         with kernel.transaction() as tx:
@@ -63,3 +51,34 @@ def cli(env: Env, argv: tuple[str, ...]) -> None:
             env.out(line)
 
     emit(env, "dmesg", {"lines": lines}, text)
+    return EXIT_OK
+
+
+run_fast = fast_argv(run)
+
+
+def _click_command() -> click.Command:
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    @click.command("dmesg", context_settings=FREEBSD_ARGV)
+    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_obj
+    def cli(env: Env, argv: tuple[str, ...]) -> None:
+        """Print the kernel message buffer (dmesg(8)).
+
+        \b
+        dmesg [-ac]
+
+        -a: all messages (the simulated kernel keeps only kernel messages);
+        -c: clear the buffer after printing. Exit status: 0, 2 usage error.
+        """
+        code = run(env, list(argv))
+        if code:
+            raise ExitStatus(code)
+
+    return cli
+
+
+__getattr__ = lazy_command(_click_command)

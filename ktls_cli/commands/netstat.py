@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, getopt
+from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, fast_argv, getopt, lazy_command
 
 if TYPE_CHECKING:
+    import click
+
     from ktls_core.net.tcp import Conn
     from ktls_core.tls.session import Session
 
@@ -33,8 +33,6 @@ FAMILIES = {"inet": 4, "inet6": 6}
 # The send tag's port (an ifnet session's NIC: cc0 behind lagg0), "-" otherwise.
 _TLS_HEAD = f" {'TLS':<5} {'Tag':<6} {'Ver':<3} {'Suite':<18}"
 TLS_HEADER = _TLS_HEAD + f" {'Next-Seq':>10} {'Records':>8} {'Bytes':>12}"
-
-pass_env = click.make_pass_decorator(Env)
 
 
 def _addr(host: str, port: int, width: int, wide: bool) -> str:
@@ -71,27 +69,14 @@ def row(conn: Conn, sess: Session | None, wide: bool) -> str:
     return line + tls
 
 
-@click.command(
-    "netstat",
-    context_settings=FREEBSD_ARGV,
-)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-@pass_env
-def cli(env: Env, argv: tuple[str, ...]) -> None:
-    """Show TCP connections and their KTLS sessions (netstat -an), or routes (-r).
-
-    \b
-    netstat [-46anW] [-f address_family] [-p protocol]
-    netstat -r [-46nW] [-f address_family]
-
-    Exit status: 0 success, 2 usage error.
-    """
+def run(env: Env, argv: list[str]) -> int:
+    """The command (netstat -an, -r): the exit status."""
     try:
-        opts, rest = getopt(PROG, list(argv), "46af:np:rW")
+        opts, rest = getopt(PROG, argv, "46af:np:rW")
     except GetoptError as exc:
         env.err(exc.message)
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE) from None
+        return EXIT_USAGE
     values = dict(opts)
     flags = set(values)
     families: set[int] = set()
@@ -103,25 +88,55 @@ def cli(env: Env, argv: tuple[str, ...]) -> None:
         fam = FAMILIES.get(str(values["f"]))
         if fam is None:
             env.err(f"{PROG}: {values['f']}: unknown address family")
-            raise click.exceptions.Exit(EXIT_FAILURE)
+            return EXIT_FAILURE
         families.add(fam)
     if rest or ("r" in flags and "p" in flags):
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE)
+        return EXIT_USAGE
     if "r" in flags:
         _routes(env, families, numeric="n" in flags)
-        return
+        return EXIT_OK
     proto = values.get("p")
     if proto is not None and proto not in ("tcp", "udp", "raw", "ip", "icmp", "ip6"):
         env.err(f"{PROG}: {proto}: unknown or uninstrumented protocol")
-        raise click.exceptions.Exit(EXIT_FAILURE)
+        return EXIT_FAILURE
     _connections(env, families, all_sockets="a" in flags, wide="W" in flags, proto=proto)
+    return EXIT_OK
+
+
+run_fast = fast_argv(run)
+
+
+def _click_command() -> click.Command:
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    @click.command("netstat", context_settings=FREEBSD_ARGV)
+    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_obj
+    def cli(env: Env, argv: tuple[str, ...]) -> None:
+        """Show TCP connections and their KTLS sessions (netstat -an), or routes (-r).
+
+        \b
+        netstat [-46anW] [-f address_family] [-p protocol]
+        netstat -r [-46nW] [-f address_family]
+
+        Exit status: 0 success, 2 usage error.
+        """
+        code = run(env, list(argv))
+        if code:
+            raise ExitStatus(code)
+
+    return cli
+
+
+__getattr__ = lazy_command(_click_command)
 
 
 def _connections(
     env: Env, families: set[int], *, all_sockets: bool, wide: bool, proto: str | None
 ) -> None:
-    from ktls_cli.commands.connect import conn_doc
     from ktls_core.net import tcp
     from ktls_core.tls import session
 
@@ -134,6 +149,8 @@ def _connections(
         ]
         sessions = session.all_sessions(tx) if conns else {}
     if env.machine:
+        # conn_doc's home is connect, a click command: only a document imports it.
+        from ktls_cli.commands.connect import conn_doc
         from ktls_cli.render import document
 
         docs: list[dict[str, Any]] = [conn_doc(c, sessions.get(c.id)) for c in conns]

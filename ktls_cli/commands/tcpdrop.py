@@ -12,14 +12,21 @@ FreeBSD's byte for byte; exit 0 on success, 1 when any connection failed,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import click
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ktls_cli.connections import conn_entry
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, UsageProblem, getopt
+from ktls_cli.getopt import (
+    FREEBSD_ARGV,
+    GetoptError,
+    UsageProblem,
+    fast_argv,
+    getopt,
+    lazy_command,
+)
+
+if TYPE_CHECKING:
+    import click
 
 PROG = "tcpdrop"
 USAGE = (
@@ -35,13 +42,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # The only TCP stack of the simulated kernel (net.inet.tcp.functions_available).
 STACKS = ("freebsd",)
 
-pass_env = click.make_pass_decorator(Env)
 
-
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     all: bool = False
     stack: str | None = None
     state: str | None = None
@@ -87,36 +89,51 @@ def parse_args(argv: list[str]) -> Request:
     return Request(words=tuple(words))
 
 
-
-
-@click.command(
-    "tcpdrop",
-    context_settings=FREEBSD_ARGV,
-)
-@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-@pass_env
-def cli(env: Env, argv: tuple[str, ...]) -> None:
-    """Drop TCP connections (tcpdrop(8)).
-
-    \b
-    tcpdrop local-address local-port foreign-address foreign-port
-    tcpdrop local-address:local-port foreign-address:foreign-port
-    tcpdrop local-address.local-port foreign-address.foreign-port
-    tcpdrop [-l] -a
-    tcpdrop [-l] -S stack
-    tcpdrop [-l] -s state
-    tcpdrop [-l] -S stack -s state
-
-    Exit status: 0 success, 1 when any connection failed, 2 usage error.
-    """
+def run(env: Env, argv: list[str]) -> int:
+    """The command (what main() of tcpdrop.c does): the exit status."""
     try:
-        request = parse_args(list(argv))
+        request = parse_args(argv)
     except UsageProblem as problem:
         if problem.message:
             env.err(problem.message)
         env.stderr.write(USAGE)
-        raise click.exceptions.Exit(EXIT_USAGE) from None
-    raise click.exceptions.Exit(_run(env, request))
+        return EXIT_USAGE
+    return _run(env, request)
+
+
+run_fast = fast_argv(run)
+
+
+def _click_command() -> click.Command:
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    @click.command("tcpdrop", context_settings=FREEBSD_ARGV)
+    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_obj
+    def cli(env: Env, argv: tuple[str, ...]) -> None:
+        """Drop TCP connections (tcpdrop(8)).
+
+        \b
+        tcpdrop local-address local-port foreign-address foreign-port
+        tcpdrop local-address:local-port foreign-address:foreign-port
+        tcpdrop local-address.local-port foreign-address.foreign-port
+        tcpdrop [-l] -a
+        tcpdrop [-l] -S stack
+        tcpdrop [-l] -s state
+        tcpdrop [-l] -S stack -s state
+
+        Exit status: 0 success, 1 when any connection failed, 2 usage error.
+        """
+        code = run(env, list(argv))
+        if code:
+            raise ExitStatus(code)
+
+    return cli
+
+
+__getattr__ = lazy_command(_click_command)
 
 
 def _run(env: Env, request: Request) -> int:

@@ -140,3 +140,49 @@ def test_route_and_the_kld_tools_run_without_click(state: str, init_state: Any) 
     for args in (["route", "--help=x"], ["kldstat", "--", "-v"]):
         _, code, modules = _imports(state, *args)
         assert "click" in modules, args
+
+
+def test_tcpdrop_netstat_and_dmesg_run_without_click(
+    state: str, init_state: Any, ktls: Any
+) -> None:
+    """main's fast path: tcpdrop, netstat and dmesg read their own words with getopt
+    (issue 8), usage errors and JSON included; `--help` and `--` are still click's,
+    with click's help text."""
+    init_state(state)
+    assert ktls("connect", "192.0.2.10:443", "198.51.100.7:51514").exit == 0
+    conn = ["192.0.2.10:443", "198.51.100.7:51514"]
+    runs = [
+        (["netstat", "-an"], 0),
+        (["netstat", "-z"], 2),
+        (["netstat", "-f", "atalk"], 1),
+        (["netstat", "-rn"], 0),  # route's renderer, click-free too
+        (["dmesg"], 0),
+        (["--format", "json", "dmesg"], 0),
+        (["dmesg", "-M", "core"], 2),
+        (["tcpdrop", "-l", "-a"], 0),
+        (["--format", "json", "tcpdrop", "-l", "-a"], 0),
+        (["tcpdrop", "-x"], 2),
+        (["tcpdrop", *conn], 0),
+        (["tcpdrop", *conn], 1),  # dropped already: ESRCH
+    ]
+    for args, expected in runs:
+        stdout, code, modules = _imports(state, *args)
+        assert code == expected and "click" not in modules, args
+        command = next(a for a in args if a in ("netstat", "dmesg", "tcpdrop"))
+        assert f"ktls_cli.commands.{command}" in modules, args  # the hook saw it run
+        assert not set(modules) & {"dataclasses", "inspect"}, args
+        if args == ["netstat", "-an"]:
+            assert "192.0.2.10.443         198.51.100.7.51514     ESTABLISHED" in stdout
+    helps = {
+        "tcpdrop": "Drop TCP connections (tcpdrop(8)).",
+        "netstat": "Show TCP connections and their KTLS sessions (netstat -an), or routes (-r).",
+        "dmesg": "Print the kernel message buffer (dmesg(8)).",
+    }
+    for command, summary in helps.items():
+        stdout, code, modules = _imports(state, command, "--help")
+        assert code == 0 and "click" in modules, command
+        assert stdout.startswith(f"Usage: ktls {command} [OPTIONS] [ARGV]...\n\n  {summary}\n")
+        assert stdout.endswith("Options:\n  --help  Show this message and exit.\n"), command
+    for args in (["dmesg", "--", "-a"], ["netstat", "-a", "--"]):
+        _, code, modules = _imports(state, *args)
+        assert code == 0 and "click" in modules, args
