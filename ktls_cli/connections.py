@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ktls_cli.outcome import ExitStatus, UsageFailure
 
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from ktls_cli.env import Env
-    from ktls_core.net.tcp import Endpoints
+    from ktls_core.net.tcp import Conn, Endpoints
+    from ktls_core.tls.session import Session
 
 COMPLETION_LIMIT = 200
 
@@ -46,6 +47,33 @@ def conn_entry(
     if command is not None:
         entry["command"] = command
     return entry
+
+
+def conn_doc(conn: Conn, sess: Session | None) -> dict[str, Any]:
+    """A connection as JSON (connect, netstat)."""
+    doc: dict[str, Any] = {
+        "connection": conn.name,
+        "proto": f"tcp{conn.family}",
+        "local_address": conn.laddr,
+        "local_port": conn.lport,
+        "foreign_address": conn.faddr,
+        "foreign_port": conn.fport,
+        "state": conn.state,
+        "tls": None,
+    }
+    if sess is not None:
+        doc["tls"] = {
+            "mode": sess.mode_name,
+            "version": sess.suite.version,
+            "suite": sess.suite.name,
+            "next_seq": sess.next_seq,
+            "records": sess.records,
+            "bytes": sess.bytes,
+            "backend": sess.backend,
+            "send_tag": sess.tag_port,
+            "send_tag_interface": sess.tag_ifname,
+        }
+    return doc
 
 
 class ConnWordsError(Exception):

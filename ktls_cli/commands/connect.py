@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ktls_cli.connections import conn_doc
 from ktls_cli.env import Env
 from ktls_cli.render import emit
 from ktls_cli.tlsopts import collect, tls_options
@@ -27,33 +28,6 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 MAX_COUNT = 1_000_000
 
 pass_env = click.make_pass_decorator(Env)
-
-
-def conn_doc(conn: Conn, sess: Session | None) -> dict[str, Any]:
-    """A connection as JSON (also used by netstat)."""
-    doc: dict[str, Any] = {
-        "connection": conn.name,
-        "proto": f"tcp{conn.family}",
-        "local_address": conn.laddr,
-        "local_port": conn.lport,
-        "foreign_address": conn.faddr,
-        "foreign_port": conn.fport,
-        "state": conn.state,
-        "tls": None,
-    }
-    if sess is not None:
-        doc["tls"] = {
-            "mode": sess.mode_name,
-            "version": sess.suite.version,
-            "suite": sess.suite.name,
-            "next_seq": sess.next_seq,
-            "records": sess.records,
-            "bytes": sess.bytes,
-            "backend": sess.backend,
-            "send_tag": sess.tag_port,
-            "send_tag_interface": sess.tag_ifname,
-        }
-    return doc
 
 
 @click.command("connect")

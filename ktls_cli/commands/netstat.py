@@ -149,8 +149,7 @@ def _connections(
         ]
         sessions = session.all_sessions(tx) if conns else {}
     if env.machine:
-        # conn_doc's home is connect, a click command: only a document imports it.
-        from ktls_cli.commands.connect import conn_doc
+        from ktls_cli.connections import conn_doc
         from ktls_cli.render import document
 
         docs: list[dict[str, Any]] = [conn_doc(c, sessions.get(c.id)) for c in conns]

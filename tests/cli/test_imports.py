@@ -77,10 +77,11 @@ def test_the_freebsd_tools_run_without_click(state: str, init_state: Any) -> Non
     """main's fast path: ifconfig and switch_tls read their own words (issue 8);
     `--help` and `--` (which click drops) are still click's."""
     init_state(state)
-    for args in (["ifconfig", "cc0"], ["switch_tls", "-l", "-a"], ["ifconfig", "-z"]):
+    for args in (["ifconfig", "cc0"], ["switch_tls", "-l", "-a"], ["ifconfig", "-z"],
+                 ["--format", "json", "netstat", "-an"]):  # fmt: skip
         _, code, modules = _imports(state, *args)
         assert code in (0, 2) and "click" not in modules, args
-    for args in (["ifconfig", "--help"], ["switch_tls", "--", "-a"]):
+    for args in (["ifconfig", "--help"], ["switch_tls", "--", "-a"], ["ifconfig", "--help=x"]):
         _, _code, modules = _imports(state, *args)
         assert "click" in modules, args
 
