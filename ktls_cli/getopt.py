@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import click
+
     from ktls_cli.env import Env
 
 # click context settings for a command that reads its own argv as a FreeBSD tool
@@ -102,3 +104,44 @@ def fast_argv(run: Callable[[Env, list[str]], int]) -> Callable[[Env, list[str]]
         return run(env, words)
 
     return run_fast
+
+
+def tool_command(
+    name: str,
+    run: Callable[[Env, list[str]], int],
+    help_text: str,
+    *,
+    usage: str | None = None,
+    metavar: str | None = None,
+    complete: Callable[..., Any] | None = None,
+    context_settings: dict[str, Any] | None = None,
+) -> click.Command:
+    """The click declaration of a tool that reads its own argv (`lazy_command`'s
+    builder): --help, completion, the group. Every word reaches `run` untouched;
+    `usage` replaces click's usage line with the tool's own (ifconfig, route)."""
+    import click
+
+    from ktls_cli.outcome import ExitStatus
+
+    class ToolCommand(click.Command):
+        def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            if usage is None:
+                super().format_usage(ctx, formatter)
+            else:
+                formatter.write(usage)
+
+    def callback(argv: tuple[str, ...]) -> None:
+        code = run(click.get_current_context().obj, list(argv))
+        if code:
+            raise ExitStatus(code)
+
+    argument = click.Argument(
+        ["argv"], nargs=-1, type=click.UNPROCESSED, metavar=metavar, shell_complete=complete
+    )
+    return ToolCommand(
+        name,
+        callback=callback,
+        params=[argument],
+        help=help_text,
+        context_settings=FREEBSD_ARGV if context_settings is None else context_settings,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, fast_argv, getopt, lazy_command
+from ktls_cli.getopt import GetoptError, fast_argv, getopt, lazy_command, tool_command
 
 if TYPE_CHECKING:
     import click
@@ -57,28 +57,18 @@ def run(env: Env, argv: list[str]) -> int:
 run_fast = fast_argv(run)
 
 
+HELP = """Print the kernel message buffer (dmesg(8)).
+
+    \b
+    dmesg [-ac]
+
+    -a: all messages (the simulated kernel keeps only kernel messages);
+    -c: clear the buffer after printing. Exit status: 0, 2 usage error.
+    """
+
+
 def _click_command() -> click.Command:
-    import click
-
-    from ktls_cli.outcome import ExitStatus
-
-    @click.command("dmesg", context_settings=FREEBSD_ARGV)
-    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-    @click.pass_obj
-    def cli(env: Env, argv: tuple[str, ...]) -> None:
-        """Print the kernel message buffer (dmesg(8)).
-
-        \b
-        dmesg [-ac]
-
-        -a: all messages (the simulated kernel keeps only kernel messages);
-        -c: clear the buffer after printing. Exit status: 0, 2 usage error.
-        """
-        code = run(env, list(argv))
-        if code:
-            raise ExitStatus(code)
-
-    return cli
+    return tool_command("dmesg", run, HELP)
 
 
 __getattr__ = lazy_command(_click_command)

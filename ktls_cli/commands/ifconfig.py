@@ -21,7 +21,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import fast_argv, lazy_command
+from ktls_cli.getopt import fast_argv, lazy_command, tool_command
 
 if TYPE_CHECKING:
     import click
@@ -562,7 +562,7 @@ def _complete_args(
         from ktls_core.net import store as net_store
         from ktls_core.net.ifnet import CAP_KEYWORDS, LAGG_PROTOS
 
-        words = [str(w) for w in (ctx.params.get("args") or ())]
+        words = [str(w) for w in (ctx.params.get(param.name or "argv") or ())]
         flags = ""
         while words and re.fullmatch(r"-[almud]+", words[0]):
             flags += words.pop(0)[1:]
@@ -619,44 +619,21 @@ def run(env: Env, args: list[str]) -> int:
 run_fast = fast_argv(run)
 
 
+HELP = """Configure network interfaces, as ifconfig(8) does.
+
+    With no interface, list them all (-a). Parameters apply in order: up, down,
+    mtu N, inet|inet6 ADDR[/LEN] [alias|-alias], txtls, -txtls, txtls4, txtls6,
+    txtlsrtlmt (current profile), vlan N vlandev IF, laggproto PROTO,
+    laggport IF, -laggport IF, create, destroy. See ktls-ifconfig(8).
+    Exit status: 0 success, 1 failure, 2 usage error.
+    """
+
+
 def _click_command() -> click.Command:
-    import click
-
-    from ktls_cli.outcome import ExitStatus
-
-    class IfconfigCommand(click.Command):
-        """A click command whose usage lines are ifconfig(8)'s."""
-
-        def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-            formatter.write(USAGE)
-
-    @click.command(
-        "ifconfig",
-        cls=IfconfigCommand,
-        context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-    )
-    @click.argument(
-        "args",
-        nargs=-1,
-        type=click.UNPROCESSED,
+    return tool_command(
+        "ifconfig", run, HELP, usage=USAGE, complete=_complete_args,
         metavar="[-a|-l|-m|-u|-d] [interface [create|destroy] [parameters]]",
-        shell_complete=_complete_args,
-    )
-    @click.pass_obj
-    def cli(env: Env, /, args: tuple[str, ...]) -> None:
-        """Configure network interfaces, as ifconfig(8) does.
-
-        With no interface, list them all (-a). Parameters apply in order: up, down,
-        mtu N, inet|inet6 ADDR[/LEN] [alias|-alias], txtls, -txtls, txtls4, txtls6,
-        txtlsrtlmt (current profile), vlan N vlandev IF, laggproto PROTO,
-        laggport IF, -laggport IF, create, destroy. See ktls-ifconfig(8).
-        Exit status: 0 success, 1 failure, 2 usage error.
-        """
-        code = run(env, list(args))
-        if code:
-            raise ExitStatus(code)
-
-    return cli
+    )  # fmt: skip
 
 
 __getattr__ = lazy_command(_click_command)

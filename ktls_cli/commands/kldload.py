@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, fast_argv, getopt, lazy_command
+from ktls_cli.getopt import GetoptError, fast_argv, getopt, lazy_command, tool_command
 
 if TYPE_CHECKING:
     import click
@@ -82,29 +82,19 @@ def run(env: Env, argv: list[str]) -> int:
 run_fast = fast_argv(run)
 
 
+HELP = """Load kernel modules (kldload(8)): ktls_ocf.
+
+    \b
+    kldload [-nqv] file ...
+
+    -n: do nothing for a module already loaded or compiled in; -q: no error
+    messages; -v: say what was loaded. Exit status: 0 success, 1 a file failed,
+    2 usage error.
+    """
+
+
 def _click_command() -> click.Command:
-    import click
-
-    from ktls_cli.outcome import ExitStatus
-
-    @click.command("kldload", context_settings=FREEBSD_ARGV)
-    @click.argument("argv", nargs=-1, type=click.UNPROCESSED, shell_complete=_complete)
-    @click.pass_obj
-    def cli(env: Env, argv: tuple[str, ...]) -> None:
-        """Load kernel modules (kldload(8)): ktls_ocf.
-
-        \b
-        kldload [-nqv] file ...
-
-        -n: do nothing for a module already loaded or compiled in; -q: no error
-        messages; -v: say what was loaded. Exit status: 0 success, 1 a file failed,
-        2 usage error.
-        """
-        code = run(env, list(argv))
-        if code:
-            raise ExitStatus(code)
-
-    return cli
+    return tool_command("kldload", run, HELP, complete=_complete)
 
 
 __getattr__ = lazy_command(_click_command)

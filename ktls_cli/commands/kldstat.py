@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, fast_argv, getopt, lazy_command
+from ktls_cli.getopt import GetoptError, fast_argv, getopt, lazy_command, tool_command
 
 if TYPE_CHECKING:
     import click
@@ -132,28 +132,18 @@ def run(env: Env, argv: list[str]) -> int:
 run_fast = fast_argv(run)
 
 
+HELP = """Show loaded kernel files and modules (kldstat(8)).
+
+    \b
+    kldstat [-d] [-h] [-q] [-v] [-i id] [-n filename]
+    kldstat [-d] [-q] [-m modname]
+
+    Exit status: 0 success, 1 not found, 2 usage error.
+    """
+
+
 def _click_command() -> click.Command:
-    import click
-
-    from ktls_cli.outcome import ExitStatus
-
-    @click.command("kldstat", context_settings=FREEBSD_ARGV)
-    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-    @click.pass_obj
-    def cli(env: Env, argv: tuple[str, ...]) -> None:
-        """Show loaded kernel files and modules (kldstat(8)).
-
-        \b
-        kldstat [-d] [-h] [-q] [-v] [-i id] [-n filename]
-        kldstat [-d] [-q] [-m modname]
-
-        Exit status: 0 success, 1 not found, 2 usage error.
-        """
-        code = run(env, list(argv))
-        if code:
-            raise ExitStatus(code)
-
-    return cli
+    return tool_command("kldstat", run, HELP)
 
 
 __getattr__ = lazy_command(_click_command)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, fast_argv, getopt, lazy_command
+from ktls_cli.getopt import GetoptError, fast_argv, getopt, lazy_command, tool_command
 
 if TYPE_CHECKING:
     import click
@@ -87,28 +87,18 @@ def run(env: Env, argv: list[str]) -> int:
 run_fast = fast_argv(run)
 
 
+HELP = """Unload kernel modules (kldunload(8)).
+
+    \b
+    kldunload [-fv] -i id ...
+    kldunload [-fv] [-n] name ...
+
+    Exit status: 0 success, 1 failure, 2 usage error.
+    """
+
+
 def _click_command() -> click.Command:
-    import click
-
-    from ktls_cli.outcome import ExitStatus
-
-    @click.command("kldunload", context_settings=FREEBSD_ARGV)
-    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-    @click.pass_obj
-    def cli(env: Env, argv: tuple[str, ...]) -> None:
-        """Unload kernel modules (kldunload(8)).
-
-        \b
-        kldunload [-fv] -i id ...
-        kldunload [-fv] [-n] name ...
-
-        Exit status: 0 success, 1 failure, 2 usage error.
-        """
-        code = run(env, list(argv))
-        if code:
-            raise ExitStatus(code)
-
-    return cli
+    return tool_command("kldunload", run, HELP)
 
 
 __getattr__ = lazy_command(_click_command)

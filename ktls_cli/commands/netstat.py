@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import FREEBSD_ARGV, GetoptError, fast_argv, getopt, lazy_command
+from ktls_cli.getopt import GetoptError, fast_argv, getopt, lazy_command, tool_command
 
 if TYPE_CHECKING:
     import click
@@ -107,28 +107,18 @@ def run(env: Env, argv: list[str]) -> int:
 run_fast = fast_argv(run)
 
 
+HELP = """Show TCP connections and their KTLS sessions (netstat -an), or routes (-r).
+
+    \b
+    netstat [-46anW] [-f address_family] [-p protocol]
+    netstat -r [-46nW] [-f address_family]
+
+    Exit status: 0 success, 2 usage error.
+    """
+
+
 def _click_command() -> click.Command:
-    import click
-
-    from ktls_cli.outcome import ExitStatus
-
-    @click.command("netstat", context_settings=FREEBSD_ARGV)
-    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-    @click.pass_obj
-    def cli(env: Env, argv: tuple[str, ...]) -> None:
-        """Show TCP connections and their KTLS sessions (netstat -an), or routes (-r).
-
-        \b
-        netstat [-46anW] [-f address_family] [-p protocol]
-        netstat -r [-46nW] [-f address_family]
-
-        Exit status: 0 success, 2 usage error.
-        """
-        code = run(env, list(argv))
-        if code:
-            raise ExitStatus(code)
-
-    return cli
+    return tool_command("netstat", run, HELP)
 
 
 __getattr__ = lazy_command(_click_command)

@@ -20,7 +20,7 @@ import ipaddress
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ktls_cli.env import Env
-from ktls_cli.getopt import fast_argv, lazy_command
+from ktls_cli.getopt import fast_argv, lazy_command, tool_command
 
 if TYPE_CHECKING:
     import click
@@ -339,7 +339,7 @@ def _complete_args(
     try:
         from click.shell_completion import CompletionItem
 
-        typed = [str(w) for w in (ctx.params.get("args") or ())]
+        typed = [str(w) for w in (ctx.params.get(param.name or "argv") or ())]
         words = [w for w in typed if not w.startswith("-")]
         if not words:
             options = list(COMMANDS)
@@ -385,40 +385,19 @@ def run(env: Env, args: list[str]) -> int:
 run_fast = fast_argv(run)
 
 
+HELP = """Manipulate the routing table, as route(8) does.
+
+    Commands: add, delete, change DESTINATION (GATEWAY | -interface IF); get
+    DESTINATION; show [DESTINATION] (without one: the table, as netstat -r).
+    See ktls-route(8). Exit status: 0 success, 1 failure, 2 usage error.
+    """
+
+
 def _click_command() -> click.Command:
-    import click
-
-    from ktls_cli.outcome import ExitStatus
-
-    class RouteCommand(click.Command):
-        def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-            formatter.write(USAGE)
-
-    @click.command(
-        "route",
-        cls=RouteCommand,
-        context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-    )
-    @click.argument(
-        "args",
-        nargs=-1,
-        type=click.UNPROCESSED,
+    return tool_command(
+        "route", run, HELP, usage=USAGE, complete=_complete_args,
         metavar="[-46nq] command [[modifiers] args]",
-        shell_complete=_complete_args,
-    )
-    @click.pass_obj
-    def cli(env: Env, /, args: tuple[str, ...]) -> None:
-        """Manipulate the routing table, as route(8) does.
-
-        Commands: add, delete, change DESTINATION (GATEWAY | -interface IF); get
-        DESTINATION; show [DESTINATION] (without one: the table, as netstat -r).
-        See ktls-route(8). Exit status: 0 success, 1 failure, 2 usage error.
-        """
-        code = run(env, list(args))
-        if code:
-            raise ExitStatus(code)
-
-    return cli
+    )  # fmt: skip
 
 
 __getattr__ = lazy_command(_click_command)

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ktls_cli.connections import conn_entry
 from ktls_cli.env import Env
 from ktls_cli.getopt import (
-    FREEBSD_ARGV,
     GetoptError,
     UsageProblem,
     fast_argv,
     getopt,
     lazy_command,
+    tool_command,
 )
 
 if TYPE_CHECKING:
@@ -140,34 +140,24 @@ def run(env: Env, argv: list[str]) -> int:
 run_fast = fast_argv(run)
 
 
+HELP = """Switch TLS connections between software (-s, the default) and ifnet (-i).
+
+    \b
+    switch_tls [-i | -s] local-address local-port foreign-address foreign-port
+    switch_tls [-i | -s] local-address:local-port foreign-address:foreign-port
+    switch_tls [-i | -s] local-address.local-port foreign-address.foreign-port
+    switch_tls [-l | -i | -s] -a
+    switch_tls [-l | -i | -s] -S stack
+
+    -a switches every connection that is not listening, -S only those on the
+    TCP stack named (only "freebsd" exists), -l prints the switch_tls commands
+    instead of running them. Exit status: 0 success, 1 when any connection
+    failed, 2 usage error.
+    """
+
+
 def _click_command() -> click.Command:
-    import click
-
-    from ktls_cli.outcome import ExitStatus
-
-    @click.command("switch_tls", context_settings=FREEBSD_ARGV, add_help_option=True)
-    @click.argument("argv", nargs=-1, type=click.UNPROCESSED, shell_complete=complete_words)
-    @click.pass_obj
-    def cli(env: Env, argv: tuple[str, ...]) -> None:
-        """Switch TLS connections between software (-s, the default) and ifnet (-i).
-
-        \b
-        switch_tls [-i | -s] local-address local-port foreign-address foreign-port
-        switch_tls [-i | -s] local-address:local-port foreign-address:foreign-port
-        switch_tls [-i | -s] local-address.local-port foreign-address.foreign-port
-        switch_tls [-l | -i | -s] -a
-        switch_tls [-l | -i | -s] -S stack
-
-        -a switches every connection that is not listening, -S only those on the
-        TCP stack named (only "freebsd" exists), -l prints the switch_tls commands
-        instead of running them. Exit status: 0 success, 1 when any connection
-        failed, 2 usage error.
-        """
-        code = run(env, list(argv))
-        if code:
-            raise ExitStatus(code)
-
-    return cli
+    return tool_command("switch_tls", run, HELP, complete=complete_words)
 
 
 __getattr__ = lazy_command(_click_command)

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ktls_cli.connections import conn_entry
 from ktls_cli.env import Env
 from ktls_cli.getopt import (
-    FREEBSD_ARGV,
     GetoptError,
     UsageProblem,
     fast_argv,
     getopt,
     lazy_command,
+    tool_command,
 )
 
 if TYPE_CHECKING:
@@ -104,33 +104,23 @@ def run(env: Env, argv: list[str]) -> int:
 run_fast = fast_argv(run)
 
 
+HELP = """Drop TCP connections (tcpdrop(8)).
+
+    \b
+    tcpdrop local-address local-port foreign-address foreign-port
+    tcpdrop local-address:local-port foreign-address:foreign-port
+    tcpdrop local-address.local-port foreign-address.foreign-port
+    tcpdrop [-l] -a
+    tcpdrop [-l] -S stack
+    tcpdrop [-l] -s state
+    tcpdrop [-l] -S stack -s state
+
+    Exit status: 0 success, 1 when any connection failed, 2 usage error.
+    """
+
+
 def _click_command() -> click.Command:
-    import click
-
-    from ktls_cli.outcome import ExitStatus
-
-    @click.command("tcpdrop", context_settings=FREEBSD_ARGV)
-    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-    @click.pass_obj
-    def cli(env: Env, argv: tuple[str, ...]) -> None:
-        """Drop TCP connections (tcpdrop(8)).
-
-        \b
-        tcpdrop local-address local-port foreign-address foreign-port
-        tcpdrop local-address:local-port foreign-address:foreign-port
-        tcpdrop local-address.local-port foreign-address.foreign-port
-        tcpdrop [-l] -a
-        tcpdrop [-l] -S stack
-        tcpdrop [-l] -s state
-        tcpdrop [-l] -S stack -s state
-
-        Exit status: 0 success, 1 when any connection failed, 2 usage error.
-        """
-        code = run(env, list(argv))
-        if code:
-            raise ExitStatus(code)
-
-    return cli
+    return tool_command("tcpdrop", run, HELP)
 
 
 __getattr__ = lazy_command(_click_command)
