@@ -74,6 +74,13 @@ class UsageProblem(Exception):
         super().__init__(message or "usage")
         self.message = message
 
+    def report(self, env: Env, usage: str) -> int:
+        """usage(): the complaint, then the usage text, on stderr; the exit status (2)."""
+        if self.message:
+            env.err(self.message)
+        env.stderr.write(usage)
+        return 2
+
 
 def lazy_command(build: Callable[[], Any]) -> Callable[[str], Any]:
     """A module __getattr__ that builds the module's click command `cli` on first use.

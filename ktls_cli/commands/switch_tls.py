@@ -123,17 +123,12 @@ def complete_words(
         return []
 
 
-
-
 def run(env: Env, argv: list[str]) -> int:
     """The command (what main() of switch_tls.c does): the exit status."""
     try:
         request = parse_args(argv)
     except UsageProblem as problem:
-        if problem.message:
-            env.err(problem.message)
-        env.stderr.write(USAGE)
-        return EXIT_USAGE
+        return problem.report(env, USAGE)
     return _run(env, request)
 
 

@@ -94,10 +94,7 @@ def run(env: Env, argv: list[str]) -> int:
     try:
         request = parse_args(argv)
     except UsageProblem as problem:
-        if problem.message:
-            env.err(problem.message)
-        env.stderr.write(USAGE)
-        return EXIT_USAGE
+        return problem.report(env, USAGE)
     return _run(env, request)
 
 
