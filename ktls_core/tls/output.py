@@ -743,7 +743,10 @@ class _TlsRunner:
                     self._reserve(n)
                 batch = self._frame(buf if room else buf[:n], n, slotted=bool(room))
                 if pending is not None:
-                    self._finish()  # before the next seal reuses the output buffer
+                    # One batch sealed at a time: the one read meanwhile is queued only
+                    # once the last is sent, so the sw worker and the NIC engine (after
+                    # a mode switch) never share the protector or the IV stream at once.
+                    self._finish()
                 self._queue(batch)
                 pending = batch
                 self._probe()
