@@ -157,9 +157,7 @@ def _fast(args: list[str]) -> int | None:
     import importlib
 
     module_name, attr = FAST[args[i]].split(":")
-    runner = getattr(importlib.import_module(module_name), attr, None)
-    if runner is None:
-        return None  # a command whose declaration is still click's alone
+    runner = getattr(importlib.import_module(module_name), attr)
     env = make_env(opts.get("--state"), fmt, libxo)
     try:
         code: int | None = runner(env, args[i + 1 :])
