@@ -31,7 +31,7 @@ EXTERNAL_PAGES = {
     ("netstat", "1"), ("openssl", "1"), ("tcpdump", "1"), ("tshark", "1"), ("curl", "1"),
     ("chmod", "1"), ("ps", "1"),
     ("aio_write", "2"), ("connect", "2"), ("getsockopt", "2"), ("sendfile", "2"),
-    ("sendmsg", "2"), ("setsockopt", "2"), ("socket", "2"), ("write", "2"),
+    ("readv", "2"), ("sendmsg", "2"), ("setsockopt", "2"), ("socket", "2"), ("write", "2"),
     ("err", "3"), ("getaddrinfo", "3"), ("getopt", "3"), ("libxo", "3"), ("strtol", "3"),
     ("strtoul", "3"), ("sysexits", "3"), ("crypto", "7"), ("xo_options", "7"),
     ("cxgbe", "4"), ("inet", "4"), ("inet6", "4"), ("ip", "4"), ("ip6", "4"), ("ktls", "4"),
