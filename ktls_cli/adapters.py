@@ -227,6 +227,10 @@ class TeeWire:
 
     def __init__(self, wires: list[Wire]) -> None:
         self.wires = wires
+        # The smallest batch any of them asks for (output.Wire).
+        sizes = [getattr(w, "batch_bytes", None) for w in wires]
+        if any(size is not None for size in sizes):
+            self.batch_bytes = min(size for size in sizes if size is not None)
 
     def transmit(self, data: memoryview, tcp_seq: int, link: Link) -> None:
         for wire in self.wires:

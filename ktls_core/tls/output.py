@@ -99,7 +99,11 @@ class Link(NamedTuple):
 
 
 class Wire(Protocol):
-    """Where tcp_output() puts ready bytes: --out, --pcap, a real socket (adapters)."""
+    """Where tcp_output() puts ready bytes: --out, --pcap, a real socket (adapters).
+
+    A wire may also say how many plaintext bytes a batch should hold at most
+    (`batch_bytes`, optional): a real socket takes its send buffer at a time.
+    """
 
     def transmit(self, data: memoryview, tcp_seq: int, link: Link) -> None: ...
 
@@ -551,7 +555,10 @@ def _send_tls(
             frame = per_call
         elif per_call % mfl:
             call_bytes = per_call  # full records and a short one per call
-    per_batch = max(1, min(BATCH_BYTES // frame, BATCH_RECORDS))
+    # A wire may take less at once (a real socket: its send buffer, as sendfile(2)
+    # works in chunks of so_snd's free space); larger batches would only hold memory.
+    limit = min(BATCH_BYTES, getattr(st.wire, "batch_bytes", BATCH_BYTES))
+    per_batch = max(1, min(limit // frame, BATCH_RECORDS))
     batch_bytes = per_batch * frame
     if call_bytes is not None:
         batch_bytes = min(batch_bytes, call_bytes)

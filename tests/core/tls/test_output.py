@@ -301,3 +301,22 @@ def test_tls13_payloads_are_read_into_slots_and_sealed_there(
     assert b"".join(pt for _t, pt in opened) == data
     if scatter:
         assert source.scatters == 3  # one readv per batch
+
+
+def test_a_wire_that_takes_less_gets_smaller_batches(seed) -> None:  # type: ignore[no-untyped-def]
+    """A real socket takes its send buffer at a time (SocketWire.batch_bytes): the
+    batches follow the wire, and the stream is the same."""
+    from ktls_sw import MemSource, MemWire, endpoints
+
+    class SmallWire(MemWire):
+        batch_bytes = 64 * 1024
+
+    p = params()
+    enable(seed, p)
+    data = os.urandom(300 * 1024)
+    events, sink = collector()
+    wire = SmallWire()
+    output.send(seed, endpoints(), MemSource(data), wire=wire, on_event=sink)
+    queued = [e.records for e in events if isinstance(e, output.Queued)]
+    assert queued == [4, 4, 4, 4, 3]  # 64 KiB = 4 records of 16 KiB; 300 KiB = 19 records
+    assert b"".join(pt for _t, pt in decrypt_stream(bytes(wire.data), oracle_suite(p))) == data
