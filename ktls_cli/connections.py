@@ -76,6 +76,17 @@ def conn_doc(conn: Conn, sess: Session | None) -> dict[str, Any]:
     return doc
 
 
+def tcp_service(name: str) -> int | None:
+    """getservbyname(name, "tcp"): a service name's port from this host's services
+    database (/etc/services), as getaddrinfo(3) reads a port that is not a number."""
+    import socket
+
+    try:
+        return socket.getservbyname(name, "tcp")
+    except (OSError, UnicodeError):
+        return None
+
+
 class ConnWordsError(Exception):
     """The words do not name a connection; `message` is the one line to print."""
 
@@ -90,7 +101,7 @@ def parse(words: Sequence[str]) -> Endpoints:
     from ktls_core.net import tcp
 
     try:
-        return tcp.parse_endpoints(list(words))
+        return tcp.parse_endpoints(list(words), tcp_service)
     except tcp.ConnSyntaxError as exc:
         raise ConnWordsError(str(exc), usage=True) from None
     except tcp.ResolveError as exc:
@@ -154,7 +165,7 @@ def _names(path: str, local: str | None, incomplete: str) -> list[str]:
             )
         else:
             host, port = tcp.split_endpoint(local)
-            _fam, addr, lport = tcp.resolve(host, port)
+            _fam, addr, lport = tcp.resolve(host, port, tcp_service)
             rows = conn.execute(
                 "SELECT faddr, fport FROM conns WHERE laddr = ? AND lport = ? ORDER BY id LIMIT ?",
                 (addr, lport, COMPLETION_LIMIT),

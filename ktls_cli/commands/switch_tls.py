@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ktls_cli.connections import conn_entry
+from ktls_cli.connections import conn_entry, tcp_service
 from ktls_cli.env import Env
 from ktls_cli.getopt import (
     GetoptError,
@@ -186,8 +186,8 @@ def _switch_by_name(env: Env, request: Request, mode: int) -> int:
 
     lhost, lport, fhost, fport = request.words
     try:
-        lfam, laddr, lp = resolve(lhost, lport)
-        ffam, faddr, fp = resolve(fhost, fport)
+        lfam, laddr, lp = resolve(lhost, lport, tcp_service)
+        ffam, faddr, fp = resolve(fhost, fport, tcp_service)
         if lfam != ffam:
             raise FamilyError((lhost, lport, fhost, fport))
     except ResolveError as exc:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ktls_cli.connections import conn_entry
+from ktls_cli.connections import conn_entry, tcp_service
 from ktls_cli.env import Env
 from ktls_cli.getopt import (
     GetoptError,
@@ -171,7 +171,7 @@ def _drop_one(
     from ktls_core.net import tcp
 
     try:
-        ep = tcp.parse_endpoints(list(words))
+        ep = tcp.parse_endpoints(list(words), tcp_service)
     except tcp.ConnSyntaxError:
         env.stderr.write(USAGE)
         return EXIT_USAGE

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ktls_core.errors import Errno, KtlsError
@@ -124,19 +124,36 @@ def split_endpoint(word: str) -> tuple[str, str]:
     return word[:cut], word[cut + 1 :]
 
 
-def resolve(host: str, port: str) -> tuple[int, str, int]:
-    """Numeric getaddrinfo(): (family, canonical address, port) or ResolveError."""
+# getservbyname(name, "tcp"): a TCP service name's port, or None. The core reads no
+# files: the CLI passes the host's services database (ktls_cli.connections).
+ServiceLookup = Callable[[str], int | None]
+
+
+def resolve(
+    host: str, port: str, services: ServiceLookup | None = None
+) -> tuple[int, str, int]:
+    """getaddrinfo() of a numeric host: (family, canonical address, port) or ResolveError.
+
+    The port is a number or, with `services`, a TCP service name (`https`), as
+    getaddrinfo(3) reads /etc/services; host names are not looked up.
+    """
     text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
         raise ResolveError(host, port, EAI_NONAME) from None
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ResolveError(host, port, EAI_SERVICE if port else EAI_NONAME)
-    return addr.version, addr.compressed, int(port)
+    if not port:
+        raise ResolveError(host, port, EAI_NONAME)
+    if port.isdigit():
+        number: int | None = int(port) if port.isascii() and int(port) <= 65535 else None
+    else:
+        number = services(port) if services is not None else None
+    if number is None:
+        raise ResolveError(host, port, EAI_SERVICE)
+    return addr.version, addr.compressed, number
 
 
-def parse_endpoints(words: Sequence[str]) -> Endpoints:
+def parse_endpoints(words: Sequence[str], services: ServiceLookup | None = None) -> Endpoints:
     """Four words, or two `addr:port`/`addr.port` words, as tcpdrop(8) reads them."""
     if len(words) == 4:
         lh, lp, fh, fp = words
@@ -145,8 +162,8 @@ def parse_endpoints(words: Sequence[str]) -> Endpoints:
         fh, fp = split_endpoint(words[1])
     else:
         raise ConnSyntaxError("a connection is 2 or 4 words")
-    lfam, laddr, lport = resolve(lh, lp)
-    ffam, faddr, fport = resolve(fh, fp)
+    lfam, laddr, lport = resolve(lh, lp, services)
+    ffam, faddr, fport = resolve(fh, fp, services)
     if lfam != ffam:
         raise FamilyError((lh, lp, fh, fp))
     return Endpoints(lfam, laddr, lport, faddr, fport)

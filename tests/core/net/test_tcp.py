@@ -40,6 +40,32 @@ def test_naming_errors_as_tcpdrop_words_them() -> None:
     assert str(fam.value) == "192.0.2.10 443 ::1 1: different address families"
 
 
+SERVICES = {"https": 443, "http": 80}.get  # a services database, as the CLI passes one
+
+
+@pytest.mark.parametrize(
+    ("port", "expected"),
+    [
+        ("443", 443), ("0443", 443), ("65535", 65535), ("https", 443), ("http", 80),
+        ("65536", tcp.EAI_SERVICE), ("gopherx", tcp.EAI_SERVICE), ("-1", tcp.EAI_SERVICE),
+        ("\u0664\u0664\u0663", tcp.EAI_SERVICE),  # Arabic-Indic digits: not a number to strtoul
+        ("\u00b2", tcp.EAI_SERVICE),  # a superscript 2 is a digit to Python, not to getaddrinfo
+        ("", tcp.EAI_NONAME),
+    ],
+)  # fmt: skip
+def test_ports_are_numbers_or_service_names(port: str, expected: int | str) -> None:
+    if isinstance(expected, int):
+        assert tcp.resolve("192.0.2.10", port, SERVICES) == (4, "192.0.2.10", expected)
+    else:
+        with pytest.raises(tcp.ResolveError) as info:
+            tcp.resolve("192.0.2.10", port, SERVICES)
+        assert str(info.value) == f"getaddrinfo: 192.0.2.10 port {port}: {expected}"
+    # Without a services database a name is unknown, as an empty /etc/services makes it.
+    if not port.isascii() or not port.isdigit():
+        with pytest.raises(tcp.ResolveError):
+            tcp.resolve("192.0.2.10", port)
+
+
 def test_connect_checks_and_ephemeral_ports(tmp_path: Path) -> None:
     kernel = boot(tmp_path)
     ep = tcp.parse_endpoints(["192.0.2.10:443", "198.51.100.7:51514"])
