@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from ktls_cli.main import COMMANDS, libxo_ok, make_env
+from ktls_cli.main import COMMANDS, FORMATS, libxo_ok, make_env
 from ktls_cli.outcome import click_outcomes
 
 
@@ -55,7 +55,7 @@ def _libxo_callback(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "yaml"]),
+    type=click.Choice(FORMATS),
     default="text",
     show_default=True,
     help="Output format.",
