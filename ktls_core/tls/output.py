@@ -707,7 +707,11 @@ class _TlsRunner:
         room = self.prot.slot_room if self.call_bytes is None and m >= SLOT_MIN else 0
         per = -(-cap // m)  # records a batch holds
         self.plain = [memoryview(bytearray(per * (m + room) if room else cap)) for _ in range(2)]
-        slots = [[b[i * (m + room) : i * (m + room) + m] for i in range(per)] for b in self.plain]
+        slots = (
+            [[b[i * (m + room) : i * (m + room) + m] for i in range(per)] for b in self.plain]
+            if room
+            else []
+        )  # the views readv fills, made only when there are slots
         if whole:
             assert size is not None
             self._reserve(size)
