@@ -28,14 +28,6 @@ from ktls_core.tls import output, session
 from ktls_core.tls.suites import U64_MAX
 
 
-@pytest.fixture
-def seed(tmp_path: Path):  # type: ignore[no-untyped-def]
-    kernel = boot(tmp_path, "seed")
-    sw_ready(kernel)
-    connect(kernel)
-    return kernel
-
-
 def test_100k_sendfile_is_seven_records_and_decodes(seed) -> None:  # type: ignore[no-untyped-def]
     p = params()
     enable(seed, p)

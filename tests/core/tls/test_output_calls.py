@@ -33,14 +33,6 @@ from ktls_core.tls import output, session
 from ktls_core.tls.suites import TLS_MAX_MSG_SIZE_V10_2 as MFL
 
 
-@pytest.fixture
-def seed(tmp_path: Path):  # type: ignore[no-untyped-def]
-    kernel = boot(tmp_path, "seed")
-    sw_ready(kernel)
-    connect(kernel)
-    return kernel
-
-
 def _records(wire: MemWire, p: object, first_seq: int = 0) -> list[tuple[int, bytes]]:
     return decrypt_stream(bytes(wire.data), oracle_suite(p), first_seq)  # type: ignore[arg-type]
 
